@@ -1,0 +1,90 @@
+// mvar/io/tensor_store.hpp — TensorStore: a read-only set of named tensors, whatever file format
+// they came from (safetensors, PyTorch .pth). Each TensorRef points into memory the store keeps
+// alive (a memory-mapped file or an owned buffer). Lookups by official state-dict name.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mvar/core/error.hpp"
+#include "mvar/io/dtype.hpp"
+
+namespace mvar {
+
+struct TensorRef {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  const std::byte* data = nullptr;  // little-endian, row-major, dense
+  std::size_t nbytes = 0;
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    return n;
+  }
+  std::string shape_string() const {
+    std::string s = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + (shape.size() == 1 ? ",)" : ")");
+  }
+  /// All elements converted to float32.
+  std::vector<float> to_float() const {
+    std::vector<float> out(static_cast<std::size_t>(numel()));
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_as_float(data, dtype, i);
+    return out;
+  }
+  std::vector<std::int64_t> to_int() const {
+    std::vector<std::int64_t> out(static_cast<std::size_t>(numel()));
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_as_int(data, dtype, i);
+    return out;
+  }
+};
+
+class TensorStore {
+ public:
+  TensorStore() = default;
+  TensorStore(std::string source, std::vector<TensorRef> tensors, std::shared_ptr<const void> backing,
+              std::map<std::string, std::string> metadata = {})
+      : source_(std::move(source)), tensors_(std::move(tensors)), backing_(std::move(backing)),
+        metadata_(std::move(metadata)) {
+    for (std::size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
+  }
+
+  /// Where the tensors came from (file path), for error messages.
+  const std::string& source() const { return source_; }
+  const std::vector<TensorRef>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::size_t size() const { return tensors_.size(); }
+
+  const TensorRef* find(std::string_view name) const {
+    auto it = index_.find(std::string(name));
+    return it == index_.end() ? nullptr : &tensors_[it->second];
+  }
+  const TensorRef& at(std::string_view name) const {
+    const TensorRef* t = find(name);
+    if (!t) throw Error(concat(source_, ": no tensor named '", name, "'"));
+    return *t;
+  }
+  /// Total bytes of all tensors (as stored).
+  std::size_t total_bytes() const {
+    std::size_t n = 0;
+    for (auto& t : tensors_) n += t.nbytes;
+    return n;
+  }
+
+ private:
+  std::string source_;
+  std::vector<TensorRef> tensors_;
+  std::shared_ptr<const void> backing_;
+  std::map<std::string, std::string> metadata_;
+  std::map<std::string, std::size_t, std::less<>> index_;
+};
+
+}  // namespace mvar

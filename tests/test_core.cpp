@@ -1,0 +1,103 @@
+// Core: TensorView indexing/slicing/strides, Buffer alignment, Workspace accounting,
+// parallel_for coverage and determinism.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <numeric>
+#include <vector>
+
+#include "mvar/core/buffer.hpp"
+#include "mvar/core/parallel.hpp"
+#include "mvar/core/tensor_view.hpp"
+#include "mvar/core/workspace.hpp"
+
+using mvar::TensorView;
+
+TEST_CASE("TensorView: row-major strides, element access, contiguity", "[core]") {
+  std::vector<float> d(2 * 3 * 4);
+  std::iota(d.begin(), d.end(), 0.f);
+  TensorView<float, 3> v(d.data(), {2, 3, 4});
+  REQUIRE(v.stride(0) == 12);
+  REQUIRE(v.stride(1) == 4);
+  REQUIRE(v.stride(2) == 1);
+  REQUIRE(v(1, 2, 3) == 23.f);
+  REQUIRE(v.size() == 24);
+  REQUIRE(v.is_contiguous());
+  auto s = v.slice(2, 1, 3);  // narrower last axis → not contiguous
+  REQUIRE(s.extent(2) == 2);
+  REQUIRE(s(1, 1, 0) == 17.f);
+  REQUIRE_FALSE(s.is_contiguous());
+  auto r = v.slice(0, 1, 2);  // narrowing the outermost axis keeps contiguity
+  REQUIRE(r.is_contiguous());
+  REQUIRE(r(0, 0, 0) == 12.f);
+  auto m = v[1];
+  REQUIRE(m(2, 3) == 23.f);
+  TensorView<const float, 3> c = v;  // adds const
+  REQUIRE(c(0, 1, 1) == 5.f);
+  static_assert(!std::is_convertible_v<TensorView<const float, 2>, TensorView<float, 2>>,
+                "const must never be removed");
+  auto flat = v.reshape<2>({6, 4});
+  REQUIRE(flat(5, 3) == 23.f);
+}
+
+TEST_CASE("TensorView: explicit strides (heads interleaved in token-major rows)", "[core]") {
+  // [N=3 tokens, heads=2, head_dim=4] stored token-major with a row stride of 10 (padding).
+  std::vector<float> d(30, -1.f);
+  for (int t = 0; t < 3; ++t)
+    for (int h = 0; h < 2; ++h)
+      for (int e = 0; e < 4; ++e) d[t * 10 + h * 4 + e] = float(100 * t + 10 * h + e);
+  TensorView<float, 3> v(d.data(), {3, 2, 4}, {10, 4, 1});
+  REQUIRE(v(2, 1, 3) == 213.f);
+  REQUIRE_FALSE(v.is_contiguous());
+}
+
+TEST_CASE("Buffer: 64-byte aligned, zeroed, movable", "[core]") {
+  mvar::Buffer<float> b(1000);
+  REQUIRE(reinterpret_cast<std::uintptr_t>(b.data()) % 64 == 0);
+  REQUIRE(b[999] == 0.f);
+  b[3] = 7.f;
+  mvar::Buffer<float> c = std::move(b);
+  REQUIRE(c[3] == 7.f);
+  REQUIRE(b.data() == nullptr);
+  mvar::Buffer<float> big((4u << 20) / 4);  // huge-page path
+  REQUIRE(reinterpret_cast<std::uintptr_t>(big.data()) % 64 == 0);
+}
+
+TEST_CASE("Workspace: aligned takes, high-water mark, exhaustion is an error", "[core]") {
+  mvar::Workspace ws(1024);
+  float* a = ws.take<float>(10);
+  REQUIRE(reinterpret_cast<std::uintptr_t>(a) % 64 == 0);
+  const auto m = ws.mark();
+  ws.take<float>(100);
+  REQUIRE(ws.high_water() == 64 + 448);
+  ws.release(m);
+  REQUIRE(ws.used() == 64);
+  REQUIRE_THROWS_WITH(ws.take<float>(1000), Catch::Contains("workspace exhausted"));
+  ws.reset();
+  REQUIRE(ws.used() == 0);
+  REQUIRE(ws.high_water() == 512);
+}
+
+TEST_CASE("parallel_for covers every index once, for any thread count", "[core][determinism]") {
+  for (int threads : {1, 2, 3, 8}) {
+    mvar::ThreadPool pool(threads);
+    for (std::ptrdiff_t n : {0, 1, 7, 64, 1001}) {
+      std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+      mvar::parallel_for(pool, n, 16, [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+        for (auto i = b; i < e; ++i) hits[std::size_t(i)]++;
+      });
+      for (auto& h : hits) REQUIRE(h.load() == 1);
+    }
+  }
+  REQUIRE_THROWS_WITH(mvar::ThreadPool(0), Catch::Contains("thread count"));
+}
+
+TEST_CASE("ThreadPool propagates a chunk's exception", "[core]") {
+  mvar::ThreadPool pool(2);
+  REQUIRE_THROWS_WITH(pool.run(8, [](std::ptrdiff_t c) { if (c == 5) throw mvar::Error("chunk 5 failed"); }),
+                      "chunk 5 failed");
+  int count = 0;  // still usable afterwards
+  std::mutex mu;
+  pool.run(4, [&](std::ptrdiff_t) { std::lock_guard<std::mutex> lk(mu); ++count; });
+  REQUIRE(count == 4);
+}
