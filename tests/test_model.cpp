@@ -150,3 +150,15 @@ TEST_CASE("Weight binding is strict and lists every problem", "[model][binding]"
   }
   std::filesystem::remove(path);
 }
+
+#include "random_weights.hpp"
+
+TEST_CASE("The d16 preset binds a full-size random checkpoint: 310,283,520 parameters", "[model][d16]") {
+  const auto st = test::random_transformer(presets::d16);
+  std::int64_t params = 0;
+  for (const auto& t : st.tensors())
+    if (t.name != "lvl_1L" && t.name.find("zero_k_bias") == std::string::npos) params += t.numel();
+  REQUIRE(params == 310'283'520);
+  Transformer<presets::d16> m(st);
+  REQUIRE(m.weight_bytes() == std::size_t(310'283'520) * 4);  // float32, every parameter bound once
+}
