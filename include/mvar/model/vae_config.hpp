@@ -73,6 +73,8 @@ class WeightChecker {
     }
     return t;
   }
+  /// Notes a problem found by the caller (e.g. an unexpected tensor).
+  void note(std::string problem) { problems_.push_back(std::move(problem)); }
   /// Throws one mvar::Error listing all problems noted so far (nothing when there are none).
   void throw_if_any() const {
     if (problems_.empty()) return;
