@@ -3,7 +3,7 @@
 //
 // Layouts (both zero-padded, so the micro-kernel never branches on edges while reading):
 //   packed B — panel p holds outputs [p·NR, p·NR + NR) for every k: b[(p·K + k)·NR + j].
-//              Built once at load time (PackedLinear) or per KC-block of a column chunk (linear).
+//              Built once at load time (PackedLinear) or per call by each column chunk (linear).
 //   packed A — micro-panel i holds rows [i·MR, i·MR + MR) for every k: a[(i·K + k)·MR + r].
 //              Built per call, once for all column chunks.
 // Micro-kernel: MR × NR accumulators (MR rows of x, NR = NV vectors of outputs), one broadcast of
@@ -145,6 +145,10 @@ inline void pack_b_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, s
   const float* src = w + n0 * ldw + k0;
   for (std::ptrdiff_t kb = 0; kb < kc; kb += kBlock) {
     const std::ptrdiff_t ke = std::min(kc, kb + kBlock);
+    // Cold W rows are read as NR interleaved 128-byte runs, too many streams for the hardware
+    // prefetcher: ask for the run 8 blocks (1 KiB) ahead of each row explicitly.
+    if (kb + 8 * kBlock < kc)
+      for (int j = 0; j < cols; ++j) __builtin_prefetch(src + j * ldw + kb + 8 * kBlock);
     if (cols == NR) {
       for (std::ptrdiff_t k = kb; k < ke; ++k)
 #pragma GCC unroll 32
@@ -156,8 +160,8 @@ inline void pack_b_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, s
   }
 }
 
-/// Where the B panels come from: pre-packed for all of K (PackedLinear), or raw W packed per
-/// KC block into `scratch` (linear).
+/// Where the B panels come from: pre-packed for all of K (PackedLinear), or raw W that each
+/// column chunk packs into its thread's scratch (linear).
 struct BSource {
   const float* packed = nullptr;  // panel-major, all of K
   const float* w = nullptr;       // raw [N, K] rows
@@ -174,17 +178,24 @@ inline void gemm_panels(const float* ap, std::ptrdiff_t M, std::ptrdiff_t K, con
   const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
   alignas(64) float tmp[MR * NR];
   alignas(64) float bias_pad[NR];
-  float* bscratch = bs.packed ? nullptr : thread_scratch(1, std::size_t(T::KC * NR * (p1 - p0)));
+  // Raw W: pack this chunk's panels over all of K first, reading each W row front to back (long
+  // sequential runs the hardware prefetcher follows; KC-sized runs from 32 rows at once are not).
+  const float* bpacked = bs.packed;
+  std::ptrdiff_t pbase = 0;
+  if (!bpacked) {
+    float* scratch = thread_scratch(1, std::size_t(K * NR * (p1 - p0)));
+    for (std::ptrdiff_t p = p0; p < p1; ++p)
+      pack_b_panel<Arch>(bs.w, bs.ldw, N, p, 0, K, scratch + (p - p0) * K * NR);
+    bpacked = scratch;
+    pbase = p0;
+  }
   for (std::ptrdiff_t pc = 0; pc < K; pc += T::KC) {
     const std::ptrdiff_t kc = std::min(T::KC, K - pc);
     const bool first = pc == 0, last = pc + kc >= K;
-    if (!bs.packed)
-      for (std::ptrdiff_t p = p0; p < p1; ++p)
-        pack_b_panel<Arch>(bs.w, bs.ldw, N, p, pc, kc, bscratch + (p - p0) * kc * NR);
     for (std::ptrdiff_t ic = 0; ic < panels_a; ic += T::MC / MR) {
       const std::ptrdiff_t ie = std::min(panels_a, ic + T::MC / MR);
       for (std::ptrdiff_t p = p0; p < p1; ++p) {
-        const float* b = bs.packed ? bs.packed + (p * K + pc) * NR : bscratch + (p - p0) * kc * NR;
+        const float* b = bpacked + ((p - pbase) * K + pc) * NR;
         const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
         const float* bb = nullptr;
         if (last && bias) {
