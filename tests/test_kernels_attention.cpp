@@ -113,6 +113,8 @@ TEST_CASE("neighborhood attention == naive reference over random shapes", "[kern
   cases.push_back({7, 1, 13, 13, 64, 2, 2});
   cases.push_back({7, 1, 16, 16, 64, 2, 2});
   cases.push_back({7, 1, 9, 12, 64, 1, 1});
+  cases.push_back({13, 1, 13, 14, 128, 1, 2});  // key region too large to pack: strided path
+  cases.push_back({11, 1, 40, 12, 64, 1, 1});   // tile shrinks to fit the packing buffer
   for (const auto& c : cases) {
     for (unsigned seed : {1u, 2u}) {
       CAPTURE(c.k, c.d, c.h, c.w, c.hd, c.batch, c.heads, seed);
