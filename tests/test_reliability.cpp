@@ -22,6 +22,8 @@
 #include "mvar/core/parallel.hpp"
 #include "mvar/io/atomic_write.hpp"
 #include "mvar/io/safetensors.hpp"
+#include "mvar/model/transformer.hpp"
+#include "random_weights.hpp"
 
 namespace fs = std::filesystem;
 
@@ -352,4 +354,93 @@ TEST_CASE("reliability: check_allocation refuses sizes beyond the machine before
     REQUIRE_THROWS_WITH(mvar::checked_bytes({1ull << 32, 1ull << 32}, 4, "activations"),
                         Catch::Contains("activations: size overflows"));
   }
+}
+
+// ---- Model weights and conditioning -------------------------------------------------------------
+
+namespace {
+
+using TinyModel = mvar::Transformer<mvar::presets::tiny>;
+
+// A copy of `st` with `edit` applied to each TensorRef (return false to drop it) and `extra`
+// appended. The new store shares `st`'s memory, kept alive by `keep`.
+template <class Edit>
+mvar::TensorStore edited_store(const mvar::TensorStore& st, Edit edit, std::vector<mvar::TensorRef> extra = {}) {
+  std::vector<mvar::TensorRef> refs;
+  for (auto t : st.tensors())
+    if (edit(t)) refs.push_back(std::move(t));
+  for (auto& t : extra) refs.push_back(std::move(t));
+  auto keep = std::make_shared<mvar::TensorStore>(st);
+  return mvar::TensorStore("edited.safetensors", std::move(refs), keep);
+}
+
+std::string bind_error(const mvar::TensorStore& st) {
+  try {
+    TinyModel m(st);
+  } catch (const mvar::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+const mvar::TensorStore& tiny_random() {
+  static const mvar::TensorStore st = mvar::test::random_transformer(mvar::presets::tiny, 7);
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("reliability: checkpoints that do not match the model are refused at load", "[reliability][model]") {
+  const auto& st = tiny_random();
+  SECTION("control: the complete random checkpoint binds") { REQUIRE(bind_error(st) == "<no error>"); }
+  SECTION("missing tensor") {
+    const auto bad = edited_store(st, [](const mvar::TensorRef& t) { return t.name != "blocks.1.attn.proj.weight"; });
+    REQUIRE_THAT(bind_error(bad), Catch::Contains("edited.safetensors") && Catch::Contains("1 problem(s)") &&
+                                      Catch::Contains("missing 'blocks.1.attn.proj.weight' (128, 128)"));
+  }
+  SECTION("extra tensor") {
+    mvar::TensorRef extra = *st.find("head.bias");
+    extra.name = "head.bias_extra";
+    const auto bad = edited_store(st, [](const mvar::TensorRef&) { return true; }, {extra});
+    REQUIRE_THAT(bind_error(bad), Catch::Contains("unexpected tensor 'head.bias_extra' (4096,)"));
+  }
+  SECTION("wrong shape") {
+    const auto bad = edited_store(st, [](mvar::TensorRef& t) {
+      if (t.name == "blocks.0.ffn.fc1.weight") t.shape = {128, 512};  // transposed
+      return true;
+    });
+    REQUIRE_THAT(bind_error(bad), Catch::Contains("'blocks.0.ffn.fc1.weight' has shape (128, 512), expected (512, 128)"));
+  }
+  SECTION("wrong dtype (integers where floats are expected)") {
+    const auto bad = edited_store(st, [](mvar::TensorRef& t) {
+      if (t.name == "head.bias") {  // same byte count: 4096 × I32
+        t.dtype = mvar::DType::I32;
+      }
+      return true;
+    });
+    REQUIRE_THAT(bind_error(bad), Catch::Contains("'head.bias' has dtype I32, expected a float type"));
+  }
+  SECTION("a checkpoint of another size names what it holds") {
+    try {
+      mvar::Transformer<mvar::presets::d16> m(st);
+      FAIL("a d16 model bound the tiny checkpoint");
+    } catch (const mvar::Error& e) {
+      REQUIRE_THAT(e.what(), Catch::Contains("depth-2, width-128, 2-head model with 1000 classes"));
+    }
+  }
+}
+
+TEST_CASE("reliability: class labels outside [0, num_classes] are refused", "[reliability][model][options]") {
+  TinyModel m(tiny_random());
+  mvar::ThreadPool pool(1);
+  for (int label : {-1, 1001, 1 << 30}) {
+    CAPTURE(label);
+    mvar::Workspace ws(TinyModel::conditioning_bytes(2));
+    const int labels[2] = {3, label};
+    REQUIRE_THROWS_WITH(m.condition(pool, labels, ws),
+                        Catch::Contains("class label " + std::to_string(label) + " is out of range [0, 1000]"));
+  }
+  mvar::Workspace ws(TinyModel::conditioning_bytes(1));
+  const int ok[1] = {1000};  // the null class (CFG) is a valid label
+  REQUIRE_NOTHROW(m.condition(pool, ok, ws));
 }
