@@ -13,9 +13,9 @@ safetensors twin written by tools/convert_checkpoint.py (same dtype), which the 
 tensor by tensor. The converter's refusals (unknown key set, forbidden global) are checked here.
 """
 import collections
+import contextlib
+import io
 import os
-import pickle
-import subprocess
 import sys
 
 try:
@@ -25,7 +25,9 @@ except ImportError:
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONVERTER = os.path.join(HERE, "..", "..", "tools", "convert_checkpoint.py")
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
+import convert_checkpoint  # noqa: E402  (in-process: one torch import for the whole run)
+
 C, HEADS, DEPTH, VOCAB, CVAE, PN = 16, 2, 2, 64, 8, (1, 2, 3, 4)
 L = sum(p * p for p in PN)
 
@@ -73,10 +75,13 @@ def vae_state_dict(g):
 
 
 def convert(src, dst, *extra, expect_ok=True):
-    p = subprocess.run([sys.executable, CONVERTER, src, dst, *extra], capture_output=True, text=True)
-    if (p.returncode == 0) != expect_ok:
-        sys.exit(f"converter {'failed' if expect_ok else 'accepted'} {src}: {p.stdout}{p.stderr}")
-    return p.stderr
+    """Runs the converter's command line in this process; returns what it printed to stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = convert_checkpoint.main([src, dst, *extra])
+    if (rc == 0) != expect_ok:
+        sys.exit(f"converter {'failed' if expect_ok else 'accepted'} {src}: {out.getvalue()}{err.getvalue()}")
+    return err.getvalue()
 
 
 def main(out):
