@@ -41,27 +41,55 @@ struct ZipOptions {
   int method = 0;
 };
 
-Bytes make_zip(const std::vector<std::pair<std::string, Bytes>>& entries, ZipOptions opt = {}) {
+// The archive as pieces at offsets; a piece with `hole` bytes is left unwritten (zeros).
+struct ZipEntryIn {
+  std::string name;
+  Bytes data;
+  std::uint64_t hole = 0;  // > 0: the entry is this many zero bytes, not materialised
+};
+struct ZipImage {
+  std::vector<std::pair<std::uint64_t, Bytes>> pieces;
+  std::uint64_t size = 0;
+  Bytes flat() const {
+    Bytes out(static_cast<std::size_t>(size));
+    for (const auto& [off, b] : pieces) std::copy(b.begin(), b.end(), out.begin() + std::ptrdiff_t(off));
+    return out;
+  }
+};
+
+ZipImage make_zip_image(const std::vector<ZipEntryIn>& entries, ZipOptions opt = {}) {
+  ZipImage img;
   Bytes out, cd;
-  for (const auto& [name, data] : entries) {
-    const std::uint64_t local = out.size();
-    const std::uint32_t crc = mvar::crc32(data);
+  auto flush = [&] {
+    img.pieces.emplace_back(img.size, std::move(out));
+    img.size += img.pieces.back().second.size();
+    out.clear();
+  };
+  for (const auto& e : entries) {
+    const std::uint64_t local = img.size + out.size();
+    const std::uint64_t size = e.hole ? e.hole : e.data.size();
+    const std::uint32_t crc = e.hole ? 0 : mvar::crc32(e.data);
     put_le(out, 0x04034b50, 4);
     put_le(out, 45, 2);
     put_le(out, opt.data_descriptor_flag ? 0x0808 : 0, 2);
     put_le(out, opt.method, 2);
     put_le(out, 0, 4);  // time, date
     put_le(out, opt.data_descriptor_flag ? 0 : crc, 4);
-    put_le(out, opt.data_descriptor_flag ? 0 : data.size(), 4);
-    put_le(out, opt.data_descriptor_flag ? 0 : data.size(), 4);
-    put_le(out, name.size(), 2);
-    const std::size_t pad = (64 - (out.size() + 2 + name.size() + 4) % 64) % 64;  // torch aligns data to 64
+    put_le(out, opt.data_descriptor_flag ? 0 : size, 4);
+    put_le(out, opt.data_descriptor_flag ? 0 : size, 4);
+    put_le(out, e.name.size(), 2);
+    const std::size_t pad = (64 - (local + 30 + e.name.size() + 4) % 64) % 64;  // torch aligns data to 64
     put_le(out, 4 + pad, 2);
-    put_str(out, name);
+    put_str(out, e.name);
     put_le(out, 0x4246, 2);  // "FB" padding field, as torch writes
     put_le(out, pad, 2);
     out.insert(out.end(), pad, std::byte{'Z'});
-    out.insert(out.end(), data.begin(), data.end());
+    if (e.hole) {
+      flush();
+      img.size += e.hole;
+    } else {
+      out.insert(out.end(), e.data.begin(), e.data.end());
+    }
 
     put_le(cd, 0x02014b50, 4);
     put_le(cd, 45, 2);
@@ -70,27 +98,27 @@ Bytes make_zip(const std::vector<std::pair<std::string, Bytes>>& entries, ZipOpt
     put_le(cd, opt.method, 2);
     put_le(cd, 0, 4);
     put_le(cd, crc, 4);
-    put_le(cd, opt.zip64 ? 0xffffffff : data.size(), 4);
-    put_le(cd, opt.zip64 ? 0xffffffff : data.size(), 4);
-    put_le(cd, name.size(), 2);
+    put_le(cd, opt.zip64 ? 0xffffffff : size, 4);
+    put_le(cd, opt.zip64 ? 0xffffffff : size, 4);
+    put_le(cd, e.name.size(), 2);
     put_le(cd, opt.zip64 ? 28 : 0, 2);
     put_le(cd, 0, 2);  // comment
     put_le(cd, 0, 2);  // disk
     put_le(cd, 0, 2);
     put_le(cd, 0, 4);
     put_le(cd, opt.zip64 ? 0xffffffff : local, 4);
-    put_str(cd, name);
+    put_str(cd, e.name);
     if (opt.zip64) {
       put_le(cd, 1, 2);
       put_le(cd, 24, 2);
-      put_le(cd, data.size(), 8);
-      put_le(cd, data.size(), 8);
+      put_le(cd, size, 8);
+      put_le(cd, size, 8);
       put_le(cd, local, 8);
     }
   }
-  const std::uint64_t cd_offset = out.size();
+  const std::uint64_t cd_offset = img.size + out.size();
   out.insert(out.end(), cd.begin(), cd.end());
-  const std::uint64_t z64 = out.size();
+  const std::uint64_t z64 = img.size + out.size();
   put_le(out, 0x06064b50, 4);  // zip64 end record (torch always writes one)
   put_le(out, 44, 8);
   put_le(out, 45, 2);
@@ -113,7 +141,14 @@ Bytes make_zip(const std::vector<std::pair<std::string, Bytes>>& entries, ZipOpt
   put_le(out, opt.zip64 ? 0xffffffff : cd.size(), 4);
   put_le(out, opt.zip64 ? 0xffffffff : cd_offset, 4);
   put_le(out, 0, 2);
-  return out;
+  flush();
+  return img;
+}
+
+Bytes make_zip(const std::vector<std::pair<std::string, Bytes>>& entries, ZipOptions opt = {}) {
+  std::vector<ZipEntryIn> in;
+  for (const auto& [name, data] : entries) in.push_back({name, data});
+  return make_zip_image(in, opt).flat();
 }
 
 // ---- a pickle assembler with torch's idioms ----
@@ -467,6 +502,30 @@ TEST_CASE("pth: malformed zip containers are refused", "[io][pth][zip]") {
       }
     REQUIRE_THAT(error_of(far), Catch::Contains("entry 'archive/data.pkl': local header offset") && Catch::Contains("out of range"));
   }
+}
+
+TEST_CASE("pth: zip64 archive past 4 GiB (sparse file, nothing read but the tail)", "[io][pth][zip64]") {
+  // A FloatStorage of 2^30 + 16 elements (4 GiB + 64 bytes, a hole in a sparse file), so the
+  // entries after it sit past 4 GiB: sizes and offsets only fit the zip64 extra fields.
+  const std::int64_t numel = (std::int64_t(1) << 30) + 16;
+  Pickle p;
+  p.op('}').str("tail").tensor("FloatStorage", "0", numel, numel - 4, {2, 2}, {2, 1}).op('s');
+  const ZipImage img = make_zip_image({{"big/data.pkl", p.done()}, {"big/data/0", {}, std::uint64_t(numel) * 4},
+                                       {"big/version", bytes_of("3\n")}},
+                                      {.zip64 = true});
+  REQUIRE(img.size > (std::uint64_t(1) << 32));
+  const std::string path = (std::filesystem::temp_directory_path() / "mvar_test_zip64_sparse.pth").string();
+  {
+    std::ofstream f(path, std::ios::binary);
+    for (const auto& [off, b] : img.pieces) {
+      f.seekp(std::streamoff(off));
+      f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+    }
+  }
+  const auto st = mvar::load_checkpoint(path);
+  REQUIRE(st.at("tail").shape == std::vector<std::int64_t>{2, 2});
+  REQUIRE(st.at("tail").to_float() == std::vector<float>{0, 0, 0, 0});
+  std::filesystem::remove(path);
 }
 
 // ---- torch-written checkpoints vs their converted safetensors twins (run by pth_torch_roundtrip) ----
