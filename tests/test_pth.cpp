@@ -280,6 +280,11 @@ TEST_CASE("pth: MVAR's wrapper is unwrapped, nested dicts are flattened", "[io][
     REQUIRE(st.at("head.bias").to_float() == std::vector<float>{0, 1, 2, 3, 4, 5});
     REQUIRE(st.metadata().at("format") == "pth:mvar_wo_ddp");
   }
+  SECTION("a wrapper whose mvar_wo_ddp is not a dict") {
+    Pickle p;
+    p.op('}').str("mvar_wo_ddp").op(']').op('s');
+    REQUIRE_THAT(error_of(make_pth(p.done())), Catch::Contains("'mvar_wo_ddp' is a list of 0, not a dict"));
+  }
   SECTION("nested dicts join keys with '.', plain values are skipped") {
     Pickle p;
     p.op('}').op('(').str("blocks").op('}').str("0").op('}').str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1});
