@@ -1,0 +1,138 @@
+// tests/test_linear.cpp — the dense layer y = x·Wᵀ + b (kernels/linear.hpp) against the naive
+// double-accumulation reference (tests/reference/linear_ref.hpp), over shapes that hit every
+// register-tile edge and both kernels (streaming for few rows, packed GEMM for many), on strided
+// and misaligned views, with and without bias; and bit-identity across thread counts.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "mvar/kernels/linear.hpp"
+#include "reference/linear_ref.hpp"
+
+namespace {
+
+using mvar::TensorView;
+using Index = std::ptrdiff_t;
+
+// fp32 error budget. Any summation order of the K products and the bias (K + 1 terms, FMA or
+// not) is within γ_{K+1} · Σ|terms| of the exact sum, γ_n = n·u / (1 − n·u), u = 2⁻²⁴ (Higham,
+// "Accuracy and Stability of Numerical Algorithms", §3.1). The bound is rigorous, so it never
+// fails a correct kernel; a wrong kernel (a dropped, duplicated or misplaced product) errs by
+// about Σ|terms| / K, which is larger than γ_{K+1} · Σ|terms| for every K tested (≤ 1031:
+// 1/K ≥ 9.7e-4 vs γ ≤ 6.2e-5).
+constexpr double kUnitRoundoff = 0x1p-24;
+double fp32_bound(Index K, double abs_sum) {
+  const double n = double(K + 1);
+  return n * kUnitRoundoff / (1 - n * kUnitRoundoff) * abs_sum;
+}
+
+struct Problem {
+  Index M, K, N, ldx, ldw, ldy, offset;  // offset: elements added to each base pointer (misalign)
+  bool with_bias;
+  std::vector<float> xs, ws, bs, ys;
+  Problem(Index m, Index k, Index n, bool bias, unsigned seed, Index pad = 0, Index off = 0)
+      : M(m), K(k), N(n), ldx(k + pad), ldw(k + pad), ldy(n + pad), offset(off), with_bias(bias) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    xs.resize(std::size_t(off + M * ldx + 1));
+    ws.resize(std::size_t(off + N * ldw + 1));
+    bs.resize(std::size_t(off + N + 1));
+    for (auto& v : xs) v = u(rng);
+    for (auto& v : ws) v = u(rng);
+    for (auto& v : bs) v = u(rng);
+    // NaN everywhere y must not be written: the gaps between rows and around the view.
+    ys.assign(std::size_t(off + M * ldy + 1), std::numeric_limits<float>::quiet_NaN());
+  }
+  TensorView<const float, 2> x() const { return {xs.data() + offset, {M, K}, {ldx, 1}}; }
+  TensorView<const float, 2> w() const { return {ws.data() + offset, {N, K}, {ldw, 1}}; }
+  TensorView<float, 2> y() { return {ys.data() + offset, {M, N}, {ldy, 1}}; }
+  const float* bias() const { return with_bias ? bs.data() + offset : nullptr; }
+};
+
+// Checks y against the reference and that nothing outside the view was written.
+void check(Problem& p) {
+  std::vector<double> want(std::size_t(p.M * p.N)), scale(want.size());
+  TensorView<double, 2> wv(want.data(), {p.M, p.N}), sv(scale.data(), {p.M, p.N});
+  mvar::ref::linear(p.x(), p.w(), p.bias(), wv, &sv);
+  auto y = p.y();
+  Index bad = 0;
+  double worst = 0;
+  for (Index m = 0; m < p.M; ++m)
+    for (Index n = 0; n < p.N; ++n) {
+      const double err = std::fabs(double(y(m, n)) - wv(m, n));
+      const double tol = fp32_bound(p.K, sv(m, n));
+      if (!(err <= tol)) ++bad;  // also catches NaN (unwritten)
+      worst = std::max(worst, err / std::max(tol, 1e-300));
+    }
+  CAPTURE(worst);
+  REQUIRE(bad == 0);
+  Index touched = 0;
+  for (std::size_t i = 0; i < p.ys.size(); ++i) {
+    const Index e = Index(i) - p.offset;
+    const bool inside = e >= 0 && e / p.ldy < p.M && e % p.ldy < p.N;
+    if (!inside && !std::isnan(p.ys[i])) ++touched;
+  }
+  REQUIRE(touched == 0);
+}
+
+}  // namespace
+
+TEST_CASE("linear == double reference over shapes", "[kernels][linear]") {
+  const Index M = GENERATE(1, 2, 3, 7, 8, 31, 50, 128, 200, 512);
+  const Index K = GENERATE(1, 5, 32, 128, 1024, 1031);
+  const Index N = GENERATE(1, 3, 64, 100, 384, 1025);
+  const bool bias = (M + K + N) % 2 == 0;  // half the shapes with bias, half without
+  CAPTURE(M, K, N, bias);
+  Problem p(M, K, N, bias, unsigned(M * 1000003 + K * 1009 + N));
+  mvar::ThreadPool pool(2);
+  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  check(p);
+}
+
+TEST_CASE("linear on strided, misaligned views", "[kernels][linear]") {
+  const Index M = GENERATE(1, 5, 50, 130);
+  const Index K = GENERATE(7, 128, 300);
+  const Index N = GENERATE(3, 97, 260);
+  const Index pad = GENERATE(1, 3, 16);
+  const Index off = GENERATE(1, 3);  // 4 or 12 bytes past 64-byte alignment
+  const bool bias = GENERATE(false, true);
+  CAPTURE(M, K, N, pad, off, bias);
+  Problem p(M, K, N, bias, 7u, pad, off);
+  mvar::ThreadPool pool(2);
+  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  check(p);
+}
+
+TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear][determinism]") {
+  const Index M = GENERATE(2, 33, 200);
+  const Index K = GENERATE(129, 1024);
+  const Index N = GENERATE(100, 1025);
+  CAPTURE(M, K, N);
+  std::vector<std::vector<float>> outs;
+  for (int threads : {1, 2, 3}) {
+    Problem p(M, K, N, true, 11u);
+    mvar::ThreadPool pool(threads);
+    mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+    outs.push_back(p.ys);
+  }
+  REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("linear: K = 0 gives the bias, M = 0 and N = 0 do nothing", "[kernels][linear]") {
+  mvar::ThreadPool pool(2);
+  Problem p(3, 0, 5, true, 1u);
+  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  for (Index m = 0; m < 3; ++m)
+    for (Index n = 0; n < 5; ++n) REQUIRE(p.y()(m, n) == p.bs[std::size_t(n)]);
+  Problem q(0, 4, 5, true, 1u);
+  mvar::linear(pool, q.x(), q.w(), q.bias(), q.y());
+  Problem r(3, 4, 0, false, 1u);
+  mvar::linear(pool, r.x(), r.w(), r.bias(), r.y());
+  REQUIRE(std::isnan(r.ys[0]));
+}
