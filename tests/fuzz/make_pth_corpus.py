@@ -157,7 +157,7 @@ def main(out):
     files["valid_parameter_and_v7"] = archive(collections.OrderedDict(
         [("p", Tensor(s, 0, [4], [1], parameter=True)), ("q", Tensor(s, 0, [2], [2], extra_arg=True))]), [s])
     sd, st = state_dict([("w", "FloatStorage", [2])])
-    files["valid_nested_dict"] = archive({"encoder": sd, "meta": [1, 2.5, None, True, b"x"]}, st)
+    files["valid_nested_dict"] = archive({"encoder": sd, "meta": [1, 2.5, None, True, "x", -(1 << 40)]}, st)
     sd, st = state_dict([("w", "FloatStorage", [2])], meta=False)
     files["valid_no_byteorder_plain_dict"] = archive(dict(sd), st, byteorder=None)
     s = Storage("0", "FloatStorage", 1)
@@ -186,6 +186,7 @@ def main(out):
     files["bad_pickle_truncated"] = archive(sd, st, data_override=pkl(sd)[:-5])
     files["bad_pickle_garbage"] = archive(sd, st, data_override=b"\x80\x02\xff\xfe\xfd")
     files["bad_legacy_pickle"] = pkl({"w": 1})
+    files["bad_int_beyond_64_bits"] = archive({"w": Tensor(s, 0, [4], [1]), "n": 1 << 70}, [s])
     sd2 = collections.OrderedDict([("w", Tensor(s, 0, [4], [1]))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we write on purpose
