@@ -13,6 +13,7 @@
 #include "fixtures_path.hpp"
 #include "mvar/kernels/attention.hpp"
 #include "mvar/kernels/neighborhood_attention.hpp"
+#include "mvar/kernels/norm.hpp"
 #include "reference/attention_ref.hpp"
 #include "reference/problems.hpp"
 
@@ -113,6 +114,8 @@ TEST_CASE("neighborhood attention == naive reference over random shapes", "[kern
   cases.push_back({7, 1, 13, 13, 64, 2, 2});
   cases.push_back({7, 1, 16, 16, 64, 2, 2});
   cases.push_back({7, 1, 9, 12, 64, 1, 1});
+  cases.push_back({13, 1, 13, 14, 128, 1, 2});  // key region too large to pack: strided path
+  cases.push_back({11, 1, 40, 12, 64, 1, 1});   // tile shrinks to fit the packing buffer
   for (const auto& c : cases) {
     for (unsigned seed : {1u, 2u}) {
       CAPTURE(c.k, c.d, c.h, c.w, c.hd, c.batch, c.heads, seed);
@@ -254,4 +257,64 @@ TEST_CASE("neighborhood attention matches the official fixtures (units.safetenso
     ++cases;
   }
   REQUIRE(cases == 7);  // 13×13 k5/k7, 16×16 k3/k7, 7×7 k7, 9×12 k3/k5
+}
+
+TEST_CASE("attention sub-layer of the official block matches attn.full_pn6 / attn.na_pn13", "[kernels][attention][fixture]") {
+  // attn(layer_norm(in)): qkv = x·W_qkvᵀ + [q_bias, 0, v_bias]; per-head L2 norm, q × exp(min(
+  // scale_mul, ln 100)); softmax scale 1 (SPEC §1.5); full attention on the 6×6 scale, 7×7 NA on
+  // the 13×13 scale (§3.2); heads concatenated head-major; proj. The two projections are plain
+  // loops here (linear.hpp is tested on its own). Threshold: the fixtures README's suggested
+  // absolute tolerance for hidden states (2e-4, a few times the fp32-vs-fp64 spread).
+  constexpr double kSubLayerAtol = 2e-4;
+  const auto store = mvar::test::load_fixture("units.safetensors");
+  const auto wqkv = store.at("block.attn.mat_qkv.weight").to_float(), qb = store.at("block.attn.q_bias").to_float(),
+             vb = store.at("block.attn.v_bias").to_float(), wp = store.at("block.attn.proj.weight").to_float(),
+             bp = store.at("block.attn.proj.bias").to_float(), sm = store.at("block.attn.scale_mul_1H11").to_float();
+  const std::ptrdiff_t C = std::ptrdiff_t(qb.size()), heads = std::ptrdiff_t(sm.size()), hd = C / heads;
+  std::vector<float> mult(sm.size());
+  for (std::size_t h = 0; h < sm.size(); ++h) mult[h] = std::exp(std::min(sm[h], mvar::kLn100));
+  ThreadPool pool(2);
+  for (const char* which : {"full_pn6", "na_pn13"}) {
+    CAPTURE(which);
+    const auto& in = store.at(std::string("block.") + which + ".in");
+    const std::ptrdiff_t B = in.shape[0], N = in.shape[1], side = std::ptrdiff_t(std::lround(std::sqrt(double(N))));
+    REQUIRE(side * side == N);
+    const auto x = in.to_float();
+    std::vector<float> h(x.size()), qkv(std::size_t(B * N * 3 * C)), o(x.size()), y(x.size());
+    mvar::layer_norm(TensorView<const float, 2>(x.data(), {B * N, C}), TensorView<float, 2>(h.data(), {B * N, C}));
+    for (std::ptrdiff_t r = 0; r < B * N; ++r)
+      for (std::ptrdiff_t f = 0; f < 3 * C; ++f) {
+        double s = f < C ? qb[std::size_t(f)] : f >= 2 * C ? vb[std::size_t(f - 2 * C)] : 0.0;
+        for (std::ptrdiff_t e = 0; e < C; ++e) s += double(h[std::size_t(r * C + e)]) * wqkv[std::size_t(f * C + e)];
+        qkv[std::size_t(r * 3 * C + f)] = float(s);
+      }
+    TensorView<float, 2> all(qkv.data(), {B * N, 3 * C});
+    mvar::l2_normalize_heads(all.slice(1, 0, C), int(heads), mult.data());
+    mvar::l2_normalize_heads(all.slice(1, C, 2 * C), int(heads), nullptr);
+    if (std::string(which) == "full_pn6") {
+      auto part = [&](int p) {
+        return TensorView<const float, 4>(qkv.data() + p * C, {B, N, heads, hd}, {N * 3 * C, 3 * C, hd, 1});
+      };
+      mvar::attention(pool, part(0), part(1), part(2), TensorView<float, 4>(o.data(), {B, N, heads, hd}), 1.0f);
+    } else {
+      auto part = [&](int p) {
+        return TensorView<const float, 5>(qkv.data() + p * C, {B, side, side, heads, hd},
+                                          {N * 3 * C, side * 3 * C, 3 * C, hd, 1});
+      };
+      mvar::neighborhood_attention_2d(pool, part(0), part(1), part(2),
+                                      TensorView<float, 5>(o.data(), {B, side, side, heads, hd}), 7, 1, 1.0f);
+    }
+    for (std::ptrdiff_t r = 0; r < B * N; ++r)
+      for (std::ptrdiff_t f = 0; f < C; ++f) {
+        double s = bp[std::size_t(f)];
+        for (std::ptrdiff_t e = 0; e < C; ++e) s += double(o[std::size_t(r * C + e)]) * wp[std::size_t(f * C + e)];
+        y[std::size_t(r * C + f)] = float(s);
+      }
+    const auto want = store.at(std::string("attn.") + which + ".out").to_float();
+    REQUIRE(want.size() == y.size());
+    double err = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) err = std::max(err, std::abs(double(y[i]) - double(want[i])));
+    CAPTURE(err);
+    REQUIRE(err <= kSubLayerAtol);
+  }
 }

@@ -82,15 +82,34 @@ void check(Problem& p) {
 
 }  // namespace
 
+// The two entry points: linear() on weights in place, PackedLinear (packed at construction).
+enum class Impl { Linear, Packed, PackedWorkspace };
+
+void run(Impl impl, mvar::ThreadPool& pool, Problem& p) {
+  switch (impl) {
+    case Impl::Linear: mvar::linear(pool, p.x(), p.w(), p.bias(), p.y()); break;
+    case Impl::Packed: mvar::PackedLinear(p.w(), p.bias())(pool, p.x(), p.y()); break;
+    case Impl::PackedWorkspace: {
+      const mvar::PackedLinear layer(p.w(), p.bias());
+      mvar::Workspace ws(layer.workspace_bytes(p.M));
+      layer(pool, ws, p.x(), p.y());
+      REQUIRE(ws.used() == 0);  // scratch given back
+      REQUIRE(ws.high_water() <= ws.capacity());
+      break;
+    }
+  }
+}
+
 TEST_CASE("linear == double reference over shapes", "[kernels][linear]") {
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
   const Index M = GENERATE(1, 2, 3, 7, 8, 31, 50, 128, 200, 512);
   const Index K = GENERATE(1, 5, 32, 128, 1024, 1031);
   const Index N = GENERATE(1, 3, 64, 100, 384, 1025);
   const bool bias = (M + K + N) % 2 == 0;  // half the shapes with bias, half without
-  CAPTURE(M, K, N, bias);
+  CAPTURE(int(impl), M, K, N, bias);
   Problem p(M, K, N, bias, unsigned(M * 1000003 + K * 1009 + N));
   mvar::ThreadPool pool(2);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   check(p);
 }
 
@@ -101,10 +120,11 @@ TEST_CASE("linear on strided, misaligned views", "[kernels][linear]") {
   const Index pad = GENERATE(1, 3, 16);
   const Index off = GENERATE(1, 3);  // 4 or 12 bytes past 64-byte alignment
   const bool bias = GENERATE(false, true);
-  CAPTURE(M, K, N, pad, off, bias);
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed, Impl::PackedWorkspace);
+  CAPTURE(int(impl), M, K, N, pad, off, bias);
   Problem p(M, K, N, bias, 7u, pad, off);
   mvar::ThreadPool pool(2);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   check(p);
 }
 
@@ -112,12 +132,13 @@ TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear
   const Index M = GENERATE(2, 33, 200);
   const Index K = GENERATE(129, 1024);
   const Index N = GENERATE(100, 1025);
-  CAPTURE(M, K, N);
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
+  CAPTURE(int(impl), M, K, N);
   std::vector<std::vector<float>> outs;
   for (int threads : {1, 2, 3}) {
     Problem p(M, K, N, true, 11u);
     mvar::ThreadPool pool(threads);
-    mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+    run(impl, pool, p);
     outs.push_back(p.ys);
   }
   REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
@@ -125,14 +146,27 @@ TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear
 }
 
 TEST_CASE("linear: K = 0 gives the bias, M = 0 and N = 0 do nothing", "[kernels][linear]") {
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
+  CAPTURE(int(impl));
   mvar::ThreadPool pool(2);
   Problem p(3, 0, 5, true, 1u);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   for (Index m = 0; m < 3; ++m)
     for (Index n = 0; n < 5; ++n) REQUIRE(p.y()(m, n) == p.bs[std::size_t(n)]);
   Problem q(0, 4, 5, true, 1u);
-  mvar::linear(pool, q.x(), q.w(), q.bias(), q.y());
+  run(impl, pool, q);
   Problem r(3, 4, 0, false, 1u);
-  mvar::linear(pool, r.x(), r.w(), r.bias(), r.y());
+  run(impl, pool, r);
   REQUIRE(std::isnan(r.ys[0]));
+}
+
+TEST_CASE("PackedLinear reports its shape and bytes", "[kernels][linear]") {
+  Problem p(2, 100, 33, true, 3u);
+  const mvar::PackedLinear layer(p.w(), p.bias());
+  REQUIRE(layer.in_features() == 100);
+  REQUIRE(layer.out_features() == 33);
+  REQUIRE(layer.precision() == mvar::Precision::F32);
+  // Packed weights are padded to whole panels of outputs; at least N·K floats + bias.
+  REQUIRE(layer.bytes() >= (33 * 100 + 33) * sizeof(float));
+  REQUIRE(layer.bytes() <= (33 + 64) * 100 * sizeof(float) + 33 * sizeof(float));
 }

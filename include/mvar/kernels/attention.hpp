@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <new>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -90,69 +91,91 @@ struct HeadDimTraits {
   static constexpr int NV = fixed ? HeadDim / L : 1;
 };
 
-/// out[0 .. D) = Σ_j softmax_j(scale · q·k_j) v_j over nk ≥ 1 keys from `keys` (fp32, online).
-template <int HeadDim, class Arch, KeyStream Keys>
-void attend_query(const float* q, float scale, std::ptrdiff_t D, std::ptrdiff_t nk, Keys keys, float* out) {
+/// Softmax-weighted value sum of one query over a stream of keys, fp32, online: keys arrive in
+/// superblocks of up to kSuperblock batches; each batch of L keys is an FMA chain over head_dim
+/// per key and one transposing reduction, the superblock's scores share one max, one rescale of
+/// the running sum and accumulator, and one vector exp per batch.
+template <int HeadDim, class Arch>
+class QueryAccumulator {
   using T = HeadDimTraits<HeadDim, Arch>;
   using V = typename T::V;
-  constexpr int L = T::L;
-  MVAR_ASSERT(nk >= 1);
-  alignas(64) float sb[L];  // scores, then probabilities, of one block
-  const float* vrow[L];
-  OnlineSoftmax sm;
-  V lsum(0.0f);
-  const V lanes = lane_index<V>();
+  static constexpr int L = T::L;
+  static constexpr int NV = T::NV;
 
-  if constexpr (T::fixed) {
-    constexpr int NV = T::NV;
-    MVAR_ASSERT(D == HeadDim);
-    V qv[NV], o[NV];
-    for (int c = 0; c < NV; ++c) {
-      qv[c] = V::load_unaligned(q + c * L) * V(scale);
-      o[c] = V(0.0f);
+ public:
+  static constexpr int kSuperblock = 4;  // 4 batches = 64 keys on AVX-512: one k = 7 window
+
+  /// q is scaled once here (scale folded into q̂). For HeadDim == 0 `out` is the accumulator.
+  QueryAccumulator(const float* q, float scale, std::ptrdiff_t D, float* out) : q_(q), scale_(scale), D_(D), out_(out) {
+    if constexpr (T::fixed) {
+      MVAR_ASSERT(D == HeadDim);
+      for (int c = 0; c < NV; ++c) {
+        qv_[c] = V::load_unaligned(q + c * L) * V(scale);
+        o_[c] = V(0.0f);
+      }
+    } else {
+      for (std::ptrdiff_t e = 0; e < D; ++e) out[e] = 0.0f;
     }
-    for (std::ptrdiff_t j0 = 0; j0 < nk; j0 += L) {
-      const int n = int(std::min<std::ptrdiff_t>(L, nk - j0));
-      V acc[L];
+  }
+
+  /// Adds n keys taken from `keys`.
+  template <KeyStream Keys>
+  void consume(Keys& keys, std::ptrdiff_t n) {
+    for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kSuperblock * L) {
+      const int nb = int(std::min<std::ptrdiff_t>(kSuperblock * L, n - j0));
+      const int nbat = (nb + L - 1) / L;
+      V s[kSuperblock];
+      for (int t = 0; t < nbat; ++t) s[t] = scores(keys, std::min(L, nb - t * L), vrow_ + t * L);
+      V mx = s[0];
+      for (int t = 1; t < nbat; ++t) mx = xsimd::max(mx, s[t]);
+      const float alpha = sm_.rescale(reduce_max(mx));
+      if (alpha != 1.0f) scale_accumulator(alpha);
+      const V m(sm_.m);
+      for (int t = 0; t < nbat; ++t) {
+        const V p = xsimd::exp(s[t] - m);  // masked lanes: exp(−inf) = 0
+        lsum_ += p;
+        p.store_aligned(pb_ + t * L);
+      }
+      accumulate_values(nb);
+    }
+  }
+
+  /// Writes the normalised output (out[0 .. D) for HeadDim == 0, else `out` given here).
+  void finish(float* out) {
+    const float inv = 1.0f / xsimd::hadd(lsum_);
+    if constexpr (T::fixed) {
+      for (int c = 0; c < NV; ++c) (o_[c] * V(inv)).store_unaligned(out + c * L);
+    } else {
+      MVAR_ASSERT(out == out_);
+      for (std::ptrdiff_t e = 0; e < D_; ++e) out[e] *= inv;
+    }
+  }
+
+ private:
+  /// Scores of the next n ≤ L keys as one batch (lanes ≥ n are −inf); records their value rows.
+  template <KeyStream Keys>
+  V scores(Keys& keys, int n, const float** vrow) {
+    V acc[L];
+    if constexpr (T::fixed) {
 #pragma GCC unroll 16
       for (int j = 0; j < L; ++j) {
+        V a(0.0f);
         if (j < n) {
           const float* kp;
           keys.next(kp, vrow[j]);
-          V a = qv[0] * V::load_unaligned(kp);
+          a = qv_[0] * V::load_unaligned(kp);
 #pragma GCC unroll 8
-          for (int c = 1; c < NV; ++c) a = xsimd::fma(qv[c], V::load_unaligned(kp + c * L), a);
-          acc[haddp_slot<Arch>(j)] = a;
-        } else {
-          acc[haddp_slot<Arch>(j)] = V(0.0f);
+          for (int c = 1; c < NV; ++c) a = xsimd::fma(qv_[c], V::load_unaligned(kp + c * L), a);
         }
+        acc[haddp_slot<Arch>(j)] = a;
       }
       V s = xsimd::haddp(acc);
-      if (n < L) s = xsimd::select(lanes < V(float(n)), s, V(-std::numeric_limits<float>::infinity()));
-      const float alpha = sm.rescale(reduce_max(s));
-      if (alpha != 1.0f) {
-        lsum *= V(alpha);
-        for (int c = 0; c < NV; ++c) o[c] *= V(alpha);
-      }
-      const V p = xsimd::exp(s - V(sm.m));  // masked lanes: exp(−inf) = 0
-      lsum += p;
-      p.store_aligned(sb);
-      for (int j = 0; j < n; ++j) {
-        const V pj(sb[j]);
-#pragma GCC unroll 8
-        for (int c = 0; c < NV; ++c) o[c] = xsimd::fma(pj, V::load_unaligned(vrow[j] + c * L), o[c]);
-      }
-    }
-    const V inv(1.0f / xsimd::hadd(lsum));
-    for (int c = 0; c < NV; ++c) (o[c] * inv).store_unaligned(out + c * L);
-  } else {
-    // Run-time head_dim: q is re-read from memory (L1-resident) and `out` is the accumulator.
-    const std::ptrdiff_t body = D - D % L;
-    for (std::ptrdiff_t e = 0; e < D; ++e) out[e] = 0.0f;
-    for (std::ptrdiff_t j0 = 0; j0 < nk; j0 += L) {
-      const int n = int(std::min<std::ptrdiff_t>(L, nk - j0));
-      V acc[L];
-      float tail[L];
+      if (n < L) s = xsimd::select(lane_index<V>() < V(float(n)), s, V(-std::numeric_limits<float>::infinity()));
+      return s;
+    } else {
+      // Run-time head_dim: q is re-read from memory (L1-resident), scalar tail after the body.
+      const std::ptrdiff_t body = D_ - D_ % L;
+      alignas(64) float tail[L], sb[L];
       for (int j = 0; j < L; ++j) {
         acc[j] = V(0.0f);
         tail[j] = 0.0f;
@@ -160,31 +183,88 @@ void attend_query(const float* q, float scale, std::ptrdiff_t D, std::ptrdiff_t 
         const float* kp;
         keys.next(kp, vrow[j]);
         for (std::ptrdiff_t e = 0; e < body; e += L)
-          acc[j] = xsimd::fma(V::load_unaligned(q + e), V::load_unaligned(kp + e), acc[j]);
-        for (std::ptrdiff_t e = body; e < D; ++e) tail[j] = std::fma(q[e], kp[e], tail[j]);
+          acc[j] = xsimd::fma(V::load_unaligned(q_ + e), V::load_unaligned(kp + e), acc[j]);
+        for (std::ptrdiff_t e = body; e < D_; ++e) tail[j] = std::fma(q_[e], kp[e], tail[j]);
       }
       transpose_sum<Arch>(acc).store_aligned(sb);
-      for (int j = 0; j < L; ++j) sb[j] = j < n ? (sb[j] + tail[j]) * scale : -std::numeric_limits<float>::infinity();
-      const V s = V::load_aligned(sb);
-      const float alpha = sm.rescale(reduce_max(s));
-      if (alpha != 1.0f) {
-        lsum *= V(alpha);
-        for (std::ptrdiff_t e = 0; e < D; ++e) out[e] *= alpha;
+      for (int j = 0; j < L; ++j) sb[j] = j < n ? (sb[j] + tail[j]) * scale_ : -std::numeric_limits<float>::infinity();
+      return V::load_aligned(sb);
+    }
+  }
+
+  void scale_accumulator(float alpha) {
+    lsum_ *= V(alpha);
+    if constexpr (T::fixed) {
+      for (int c = 0; c < NV; ++c) o_[c] *= V(alpha);
+    } else {
+      for (std::ptrdiff_t e = 0; e < D_; ++e) out_[e] *= alpha;
+    }
+  }
+
+  void accumulate_values(int nb) {
+    if constexpr (T::fixed) {
+      // Two accumulator sets (even / odd keys) double the independent FMA chains: with NV = 4
+      // one set would be bound by FMA latency, not throughput.
+      V o2[NV];
+      for (int c = 0; c < NV; ++c) o2[c] = V(0.0f);
+      int j = 0;
+      for (; j + 1 < nb; j += 2) {
+        const V p0(pb_[j]), p1(pb_[j + 1]);
+        const float *v0 = vrow_[j], *v1 = vrow_[j + 1];
+#pragma GCC unroll 8
+        for (int c = 0; c < NV; ++c) {
+          o_[c] = xsimd::fma(p0, V::load_unaligned(v0 + c * L), o_[c]);
+          o2[c] = xsimd::fma(p1, V::load_unaligned(v1 + c * L), o2[c]);
+        }
       }
-      const V p = xsimd::exp(s - V(sm.m));
-      lsum += p;
-      p.store_aligned(sb);
-      for (int j = 0; j < n; ++j) {
-        const V pj(sb[j]);
+      if (j < nb) {
+        const V p0(pb_[j]);
+        for (int c = 0; c < NV; ++c) o_[c] = xsimd::fma(p0, V::load_unaligned(vrow_[j] + c * L), o_[c]);
+      }
+      for (int c = 0; c < NV; ++c) o_[c] += o2[c];
+    } else {
+      const std::ptrdiff_t body = D_ - D_ % L;
+      for (int j = 0; j < nb; ++j) {
+        const V pj(pb_[j]);
+        const float* vp = vrow_[j];
         for (std::ptrdiff_t e = 0; e < body; e += L)
-          xsimd::fma(pj, V::load_unaligned(vrow[j] + e), V::load_unaligned(out + e)).store_unaligned(out + e);
-        for (std::ptrdiff_t e = body; e < D; ++e) out[e] = std::fma(sb[j], vrow[j][e], out[e]);
+          xsimd::fma(pj, V::load_unaligned(vp + e), V::load_unaligned(out_ + e)).store_unaligned(out_ + e);
+        for (std::ptrdiff_t e = body; e < D_; ++e) out_[e] = std::fma(pb_[j], vp[e], out_[e]);
       }
     }
-    const float inv = 1.0f / xsimd::hadd(lsum);
-    for (std::ptrdiff_t e = 0; e < D; ++e) out[e] *= inv;
   }
+
+  const float* q_;
+  float scale_;
+  std::ptrdiff_t D_;
+  float* out_;
+  V qv_[NV], o_[NV];
+  V lsum_ = V(0.0f);
+  OnlineSoftmax sm_;
+  alignas(64) float pb_[kSuperblock * L];  // probabilities of the current superblock
+  const float* vrow_[kSuperblock * L];     // their value rows
+};
+
+/// out[0 .. D) = Σ_j softmax_j(scale · q·k_j) v_j over nk ≥ 1 keys from `keys` (fp32, online).
+template <int HeadDim, class Arch, KeyStream Keys>
+void attend_query(const float* q, float scale, std::ptrdiff_t D, std::ptrdiff_t nk, Keys keys, float* out) {
+  MVAR_ASSERT(nk >= 1);
+  QueryAccumulator<HeadDim, Arch> acc(q, scale, D, out);
+  acc.consume(keys, nk);
+  acc.finish(out);
 }
+
+/// Copies rows [n, D] of a strided view (row stride `stride`, unit stride along D) into a
+/// dense buffer: the kernels pack the keys and values a chunk reuses, so that they sit in
+/// consecutive cache lines instead of one 4 KiB-aliased line per token (the model's qkv rows are
+/// 3·C floats apart, a multiple of 4 KiB whenever C is a multiple of 1024/3… e.g. C = 1024 → 12 KiB).
+inline void pack_rows(const float* src, std::ptrdiff_t stride, std::ptrdiff_t n, std::ptrdiff_t D, float* dst) {
+  for (std::ptrdiff_t r = 0; r < n; ++r) std::copy(src + r * stride, src + r * stride + D, dst + r * D);
+}
+
+/// Floats of the per-chunk packing buffer (stack): 96 KiB holds the K and V rows of a 4×8 query
+/// tile's 10×14 key region at head_dim 64 (k = 7), or 64 keys at head_dim ≤ 192.
+inline constexpr std::ptrdiff_t kPackFloats = 24576;
 
 /// Calls f(std::integral_constant<int, HeadDim>) with HeadDim = D for the dispatched sizes
 /// (32, 64, 128 when they are multiples of the batch size), else HeadDim = 0 (run-time path).
@@ -222,16 +302,43 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
   if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1 || out.stride(3) != 1)
     throw Error("attention: head_dim must be the unit-stride axis of q, k, v and out");
   const std::ptrdiff_t qblocks = (Nq + detail::kQueryBlock - 1) / detail::kQueryBlock;
+  // Key blocks packed per chunk: as many keys as fit the stack buffer (K and V), ≤ 256.
+  const std::ptrdiff_t kblock = std::min<std::ptrdiff_t>(256, std::max<std::ptrdiff_t>(1, detail::kPackFloats / (2 * D)));
   detail::dispatch_head_dim<Arch>(D, [&](auto hd) {
     constexpr int HeadDim = decltype(hd)::value;
+    using Acc = detail::QueryAccumulator<HeadDim, Arch>;
     parallel_for(pool, B * H * qblocks, 1, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
+      alignas(64) float pack[detail::kPackFloats];
       for (std::ptrdiff_t c = c0; c < c1; ++c) {
         const auto bh = c / qblocks, b = bh / H, h = bh % H;
         const auto i0 = (c % qblocks) * detail::kQueryBlock, i1 = std::min(Nq, i0 + detail::kQueryBlock);
-        for (std::ptrdiff_t i = i0; i < i1; ++i)
-          detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk,
-                                              detail::DenseKeys{&k(b, 0, h, 0), &v(b, 0, h, 0), k.stride(1), v.stride(1)},
-                                              &out(b, i, h, 0));
+        if (Nk <= kblock) {
+          // Common case (MVAR in-scale, VAR up to 256 keys at head_dim 64): pack once, one pass.
+          detail::pack_rows(&k(b, 0, h, 0), k.stride(1), Nk, D, pack);
+          detail::pack_rows(&v(b, 0, h, 0), v.stride(1), Nk, D, pack + Nk * D);
+          for (std::ptrdiff_t i = i0; i < i1; ++i)
+            detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk,
+                                                detail::DenseKeys{pack, pack + Nk * D, D, D}, &out(b, i, h, 0));
+        } else {
+          // Long prefixes: stream packed key blocks past all queries of the chunk; the online
+          // state of each query persists across blocks (same key order → same bits).
+          alignas(Acc) unsigned char storage[detail::kQueryBlock * sizeof(Acc)];
+          Acc* acc = reinterpret_cast<Acc*>(storage);
+          for (std::ptrdiff_t i = i0; i < i1; ++i) new (acc + (i - i0)) Acc(&q(b, i, h, 0), scale, D, &out(b, i, h, 0));
+          for (std::ptrdiff_t j0 = 0; j0 < Nk; j0 += kblock) {
+            const auto nb = std::min(kblock, Nk - j0);
+            detail::pack_rows(&k(b, j0, h, 0), k.stride(1), nb, D, pack);
+            detail::pack_rows(&v(b, j0, h, 0), v.stride(1), nb, D, pack + nb * D);
+            for (std::ptrdiff_t i = i0; i < i1; ++i) {
+              detail::DenseKeys keys{pack, pack + nb * D, D, D};
+              acc[i - i0].consume(keys, nb);
+            }
+          }
+          for (std::ptrdiff_t i = i0; i < i1; ++i) {
+            acc[i - i0].finish(&out(b, i, h, 0));
+            acc[i - i0].~Acc();
+          }
+        }
       }
     });
   });
