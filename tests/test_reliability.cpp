@@ -4,6 +4,7 @@
 // temporary directory, and opened through the public path-based API, as a user would.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "mvar/core/memory_limit.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/io/atomic_write.hpp"
+#include "mvar/io/checkpoint.hpp"
 #include "mvar/io/safetensors.hpp"
 #include "mvar/model/transformer.hpp"
 #include "random_weights.hpp"
@@ -443,4 +445,41 @@ TEST_CASE("reliability: class labels outside [0, num_classes] are refused", "[re
   mvar::Workspace ws(TinyModel::conditioning_bytes(1));
   const int ok[1] = {1000};  // the null class (CFG) is a valid label
   REQUIRE_NOTHROW(m.condition(pool, ok, ws));
+}
+
+// ---- The fuzz seed corpora say what they are ----------------------------------------------------
+
+TEST_CASE("reliability: fuzz seeds named valid_* load and seeds named bad_* are refused with an mvar::Error",
+          "[reliability][fuzz]") {
+  for (const char* kind : {"safetensors", "pth"}) {
+    const fs::path dir = fs::path(MVAR_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / kind;
+    std::vector<fs::path> files;
+    for (auto& e : fs::directory_iterator(dir)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    REQUIRE(files.size() >= 20);
+    int valid = 0, bad = 0;
+    for (const auto& f : files) {
+      const std::string name = f.filename().string();
+      CAPTURE(name);
+      std::string msg = "<no error>";
+      try {
+        auto st = mvar::load_checkpoint(f.string());
+        if (name.starts_with("valid_") && name != "valid_empty_object.safetensors") CHECK(st.size() > 0);
+      } catch (const mvar::Error& e) {
+        msg = e.what();
+      }
+      CAPTURE(msg);
+      if (name.starts_with("valid_")) {
+        CHECK(msg == "<no error>");
+        ++valid;
+      } else {
+        REQUIRE(name.starts_with("bad_"));
+        CHECK(msg != "<no error>");
+        CHECK_THAT(msg, Catch::Contains(name));  // every message names the file
+        ++bad;
+      }
+    }
+    CHECK(valid >= 5);
+    CHECK(bad >= 15);
+  }
 }
