@@ -282,9 +282,12 @@ class VQVAE(nn.Module):
 
     def generation_state_dict(self):
         sd = self.state_dict()
-        return {k: v for k, v in sd.items()
-                if k.startswith(('quantize.embedding', 'quantize.quant_resi', 'post_quant_conv',
-                                 'decoder.'))}
+        out = {k: v for k, v in sd.items()
+               if k.startswith(('quantize.embedding', 'quantize.quant_resi', 'post_quant_conv',
+                                'decoder.'))}
+        # unused training buffer of the official key set (kept so that strict binders find it)
+        out['quantize.ema_vocab_hit_SV'] = torch.zeros(len(self.quantize.patch_nums), self.quantize.vocab)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def load_models(model_dir, device='cpu'):
                 cfg['vae_num_res_blocks'], pn, cfg['quant_resi'], cfg['share_quant_resi'],
                 cfg['vae_using_sa'], cfg['vae_using_mid_sa'])
     sd, _ = st_io.load_torch(os.path.join(model_dir, cfg['vae_file']))
+    sd.pop('quantize.ema_vocab_hit_SV', None)
     missing, unexpected = vae.load_state_dict(sd, strict=False)
     assert not unexpected, unexpected
     assert all(k.startswith(('encoder.', 'quant_conv.')) for k in missing), missing
