@@ -2,7 +2,7 @@
 Fashion-MNIST, export the weights with the official key names, evaluate the class-match rate
 of generated images and write a teacher-forcing trace.
 
-    python3 train_all.py --data DATA_DIR --out OUT_DIR [--vae-seconds 130 --mvar-seconds 290]
+    python3 train_all.py --data DATA_DIR --out OUT_DIR [--vae-seconds 190 --mvar-seconds 320]
 
 Everything is seeded; training time is budgeted in seconds (the learning-rate schedule is a
 function of elapsed time), so the number of steps depends on the GPU. Written for torch 2.x on
@@ -260,8 +260,8 @@ def main():
     ap.add_argument('--data', required=True)
     ap.add_argument('--out', required=True)
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--vae-seconds', type=float, default=130)
-    ap.add_argument('--mvar-seconds', type=float, default=290)
+    ap.add_argument('--vae-seconds', type=float, default=190)
+    ap.add_argument('--mvar-seconds', type=float, default=320)
     ap.add_argument('--cls-epochs', type=int, default=6)
     ap.add_argument('--vae-bs', type=int, default=256)
     ap.add_argument('--mvar-bs', type=int, default=512)
