@@ -315,7 +315,7 @@ class VqvaeDecoder {
   /// Bytes of scratch decode() takes for a latent side P.
   std::size_t workspace_bytes(int latent_side) const {
     const Sizes z = sizes(latent_side);
-    return 3 * Workspace::round(z.act * sizeof(float)) + Workspace::round(z.planes * sizeof(float)) +
+    return 2 * Workspace::round(z.act * sizeof(float)) + Workspace::round(z.planes * sizeof(float)) +
            Workspace::round(z.attn * sizeof(float)) + 4 * kAlignment;
   }
 
@@ -334,7 +334,7 @@ class VqvaeDecoder {
     MVAR_ASSERT(rgb.extent(0) == 3 && rgb.extent(1) == image_side(int(P)) && rgb.extent(2) == image_side(int(P)));
     const Sizes z = sizes(int(P));
     const std::size_t mark = ws.mark();
-    Scratch s{ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.planes),
+    Scratch s{ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.planes),
               ws.take<float>(std::max<std::size_t>(z.attn, 1))};
 
     index side = P, C = cfg_.cvae;
@@ -344,14 +344,14 @@ class VqvaeDecoder {
     C = conv_in_.out_channels();
     conv_in_.forward(pool, PaddedImage(s.planes, cfg_.cvae, side, side), view(s.b, C, side));
     float* cur = s.b;
-    float* alt = s.a;
-    resnet(pool, mid1_, cur, alt, side, s);
+    float* spare = s.a;
+    resnet(pool, mid1_, cur, spare, side, s);
     if (cfg_.using_mid_sa) attention(pool, mid_attn_, cur, side, s);
-    resnet(pool, mid2_, cur, alt, side, s);
+    resnet(pool, mid2_, cur, spare, side, s);
     for (int L = cfg_.levels() - 1; L >= 0; --L) {
       const auto& lv = levels_[std::size_t(L)];
       for (std::size_t j = 0; j < lv.blocks.size(); ++j) {
-        resnet(pool, lv.blocks[j], cur, alt, side, s);
+        resnet(pool, lv.blocks[j], cur, spare, side, s);
         if (!lv.attn.empty()) attention(pool, lv.attn[j], cur, side, s);
       }
       if (lv.has_upsample) {
@@ -359,8 +359,8 @@ class VqvaeDecoder {
         const PaddedImage up(s.planes, C, 2 * side, 2 * side);
         upsample_nearest2x(pool, view(cur, C, side), up);
         side *= 2;
-        lv.upsample.forward(pool, up, view(alt, C, side));
-        std::swap(cur, alt);
+        lv.upsample.forward(pool, up, view(spare, C, side));
+        std::swap(cur, spare);
       }
     }
     C = conv_out_.in_channels();
@@ -375,7 +375,7 @@ class VqvaeDecoder {
     std::size_t act = 0, planes = 0, attn = 0;  // floats
   };
   struct Scratch {
-    float *a, *b, *t, *planes, *attn;
+    float *a, *b, *planes, *attn;  // two activations, the conv input planes, attention scratch
   };
 
   static TensorView<float, 3> view(float* p, index c, index side) { return TensorView<float, 3>(p, {c, side, side}); }
@@ -425,29 +425,26 @@ class VqvaeDecoder {
     return z;
   }
 
-  // cur [cin, side²] → cur [cout, side²] (in place, or through alt when a 1×1 shortcut exists).
-  void resnet(ThreadPool& pool, const detail::VaeResnetBlock& r, float*& cur, float*& alt, index side,
+  // cur [cin, side²] → cur [cout, side²], with spare as scratch: in place for an identity shortcut;
+  // with a 1×1 shortcut the result ends in spare and the two pointers swap.
+  void resnet(ThreadPool& pool, const detail::VaeResnetBlock& r, float*& cur, float*& spare, index side,
               const Scratch& s) const {
     const auto x = view(cur, r.cin, side);
-    TensorView<float, 3> out = x;
-    if (r.cin != r.cout) {
-      const PaddedImage px(s.planes, r.cin, side, side);
-      pad_copy(pool, x, px);
-      out = view(alt, r.cout, side);
-      r.nin_shortcut.forward(pool, px, out);
-    }
     const PaddedImage p1(s.planes, r.cin, side, side);
     detail::group_norm_to_planes(pool, x, r.norm1, true, p1);
-    const auto h = view(s.t, r.cout, side);
+    const auto h = view(spare, r.cout, side);
     r.conv1.forward(pool, p1, h);
     const PaddedImage p2(s.planes, r.cout, side, side);
     detail::group_norm_to_planes(pool, h, r.norm2, true, p2);
-    if (r.cin != r.cout) {
-      r.conv2.forward(pool, p2, out, out);  // out already holds the shortcut
-      std::swap(cur, alt);
-    } else {
-      r.conv2.forward(pool, p2, out, out);  // identity shortcut, in place
+    if (r.cin == r.cout) {
+      r.conv2.forward(pool, p2, x, x);  // x + h, in place
+      return;
     }
+    r.conv2.forward(pool, p2, h);  // h is in the planes already: its buffer takes conv2's output
+    const PaddedImage px(s.planes, r.cin, side, side);
+    pad_copy(pool, x, px);
+    r.nin_shortcut.forward(pool, px, h, h);  // h + nin_shortcut(x)
+    std::swap(cur, spare);
   }
 
   // cur [C, side²] += proj_out(attention(qkv(GN(cur)))), one head, scale C^−½ (SPEC §2.1).
