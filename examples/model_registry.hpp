@@ -34,7 +34,7 @@ struct RunRequest {
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
   std::optional<float> cfg, top_p;
-  std::optional<int> top_k;
+  std::optional<int> top_k, columns, upscale;
   bool separate = false, quiet = false;
 };
 
@@ -95,7 +95,17 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   }
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.workspace_high_water += ws.high_water();
-  r.files = write_png_batch(req.output, rgb, int(labels.size()), side, side, req.separate ? PngBatch::Numbered : PngBatch::Grid);
+  // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
+  for (std::size_t b = 0; b < labels.size(); ++b)
+    for (int y = 0; y < big; ++y)
+      for (int x = 0; x < big; ++x)
+        for (int c = 0; c < 3; ++c)
+          out[((b * big + y) * big + x) * 3 + c] = rgb[((b * side + y / up) * side + x / up) * 3 + c];
+  const int columns = req.columns.value_or(labels.size() == 10 ? 5 : 0);
+  r.files = write_png_batch(req.output, out, int(labels.size()), big, big, req.separate ? PngBatch::Numbered : PngBatch::Grid,
+                            columns);
   return r;
 }
 
