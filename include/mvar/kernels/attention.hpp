@@ -186,6 +186,14 @@ class QueryAccumulator {
     if constexpr (T::fixed) {
       V qv[NV];
       for (int c = 0; c < NV; ++c) qv[c] = qv_[c];
+      if (n == 1) {  // e.g. the 49th key of a 7×7 window: one horizontal sum, not a full transpose
+        const float* kp;
+        keys.next(kp, vrow[0]);
+        V a = qv[0] * V::load_unaligned(kp);
+        for (int c = 1; c < NV; ++c) a = xsimd::fma(qv[c], V::load_unaligned(kp + c * L), a);
+        return xsimd::select(lane_index<V>() < V(1.0f), V(xsimd::hadd(a)),
+                             V(-std::numeric_limits<float>::infinity()));
+      }
 #pragma GCC unroll 16
       for (int j = 0; j < L; ++j) {
         V a(0.0f);
