@@ -360,6 +360,8 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
   if (Nk < 1 && Nq > 0) throw Error("attention: no keys (Nk = 0): softmax over an empty set is undefined");
   if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1 || out.stride(3) != 1)
     throw Error("attention: head_dim must be the unit-stride axis of q, k, v and out");
+  if (2 * D > detail::kPackFloats)
+    throw Error(concat("attention: head_dim ", D, " is too large (at most ", detail::kPackFloats / 2, ")"));
   const std::ptrdiff_t qblocks = (Nq + detail::kQueryBlock - 1) / detail::kQueryBlock;
   // Key blocks packed per chunk: as many keys as fit the stack buffer (K and V), ≤ 256.
   const std::ptrdiff_t kblock = std::min<std::ptrdiff_t>(256, std::max<std::ptrdiff_t>(1, detail::kPackFloats / (2 * D)));
