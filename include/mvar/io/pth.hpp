@@ -78,7 +78,8 @@ struct PthBacking {
 
 class PthReader {
  public:
-  PthReader(std::span<const std::byte> bytes, std::string source) : zip_(bytes, source), source_(std::move(source)) {}
+  PthReader(std::span<const std::byte> bytes, std::string source)
+      : zip_(bytes, source), source_(std::move(source)), zip_bytes_(bytes.size()) {}
 
   TensorStore read(std::shared_ptr<const void> file) {
     locate();
@@ -246,6 +247,11 @@ class PthReader {
       throw Error(concat("tensor on storage '", s.key, "' (offset ", x.offset, ", size ", shape_text(x.shape), ", stride ",
                          shape_text(x.stride), ") reaches element ", last, " of a storage of ", cap));
     if (empty && x.offset > cap) throw Error(concat("tensor on storage '", s.key, "' has offset ", x.offset, " past its ", cap, " elements"));
+    // More elements than the storage means stride-0 or overlapping views (never in a state dict);
+    // refused, as its dense copy could be arbitrarily larger than the file.
+    if (!x.contiguous && numel > cap)
+      throw Error(concat("tensor on storage '", s.key, "' has ", numel, " elements but its storage only ", cap,
+                         " (broadcast or overlapping strides are not supported)"));
     tensors_.push_back(std::move(x));
     return PickleValue::object(std::int64_t(tensors_.size() - 1) * 2 + 1);
   }
@@ -295,7 +301,11 @@ class PthReader {
       r.data = s.bytes.data();
     } else if (x.contiguous && aligned) {
       r.data = base;
-    } else {  // dense copy, row-major
+    } else {  // dense copy, row-major; all copies together stay below the archive's size
+      copied_ += r.nbytes;
+      if (copied_ > zip_bytes_)
+        throw fail(concat("tensor '", name, "': dense copies of non-contiguous tensors would exceed the file's ",
+                          zip_bytes_, " bytes"));
       auto buf = std::make_unique<std::byte[]>(r.nbytes);
       std::vector<std::int64_t> idx(x.shape.size(), 0);
       for (std::size_t i = 0; i < numel; ++i) {
@@ -321,6 +331,7 @@ class PthReader {
   std::vector<PthStorage> storages_;
   std::map<std::string, std::size_t> storage_index_;
   std::vector<PthTensor> tensors_;
+  std::size_t zip_bytes_ = 0, copied_ = 0;
 };
 
 }  // namespace detail
@@ -330,6 +341,9 @@ class PthReader {
 inline TensorStore load_pth_bytes(std::span<const std::byte> bytes, const std::string& source = "<memory>") {
   return detail::PthReader(bytes, source).read(nullptr);
 }
+
+/// The store would point into a temporary: keep the bytes in a variable.
+TensorStore load_pth_bytes(std::vector<std::byte>&&, const std::string& = "<memory>") = delete;
 
 /// Opens a torch.save checkpoint (memory-mapped; contiguous tensors point into the map).
 inline TensorStore load_pth(const std::string& path) {
