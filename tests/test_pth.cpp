@@ -441,6 +441,13 @@ TEST_CASE("pth: storages and tensor geometry are checked before any view", "[io]
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, 3}, {3}), Catch::Contains("2 sizes but 1 strides"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40}, {0}),
                  Catch::Contains("has 1099511627776 elements but its storage only 6 (broadcast"));
+    // docs/reliability.md F3 and F4 (fuzz findings): stride-0 views whose dense copy size wrapped
+    // to 0 bytes (heap overflow) or asked for 2^53 bytes (bad_alloc), both on a 1-element storage.
+    const Bytes one_f32 = f32_bytes({1.f}), one_i64(8, std::byte{0});
+    REQUIRE_THAT(one("FloatStorage", "0", 1, 0, {std::int64_t(1) << 31, std::int64_t(1) << 31}, {0, 0}, one_f32),
+                 Catch::Contains("has 4611686018427387904 elements but its storage only 1"));
+    REQUIRE_THAT(one("LongStorage", "0", 1, 0, {std::int64_t(1) << 20, std::int64_t(1) << 20, 1024}, {0, 0, 0}, one_i64),
+                 Catch::Contains("has 1125899906842624 elements but its storage only 1"));
   }
   SECTION("dense copies are bounded by the file size") {
     Pickle p;

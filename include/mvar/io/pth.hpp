@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "mvar/core/error.hpp"
+#include "mvar/core/memory_limit.hpp"
 #include "mvar/io/dtype.hpp"
 #include "mvar/io/mapped_file.hpp"
 #include "mvar/io/pickle.hpp"
@@ -306,6 +307,7 @@ class PthReader {
       if (copied_ > zip_bytes_)
         throw fail(concat("tensor '", name, "': dense copies of non-contiguous tensors would exceed the file's ",
                           zip_bytes_, " bytes"));
+      check_allocation(r.nbytes, concat("pth: ", source_, ": dense copy of tensor '", name, "'"));
       auto buf = std::make_unique<std::byte[]>(r.nbytes);
       std::vector<std::int64_t> idx(x.shape.size(), 0);
       for (std::size_t i = 0; i < numel; ++i) {
