@@ -234,6 +234,7 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   p.str("l").tensor("LongStorage", "3", 2, 0, {2}, {1});
   p.str("i").tensor("IntStorage", "4", 1, 0, {}, {});
   p.str("empty").tensor("FloatStorage", "0", 6, 6, {0, 3}, {3, 1});
+  p.str("bcast").tensor("FloatStorage", "0", 6, 5, {2, 3}, {0, 0});  // expand(): stride 0
   p.op('u').op('}').str("_metadata").ordered_dict().op('s').op('b');
   Bytes h(4), bf(4), l(16), i(4);
   const std::uint16_t hv[2] = {0x3c00, 0xc000}, bv[2] = {mvar::float_to_bf16(1.5f), mvar::float_to_bf16(-3.f)};
@@ -245,10 +246,10 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   const Bytes file = make_pth(p.done(), {{"0", kSix}, {"1", h}, {"2", bf}, {"3", l}, {"4", i}}, {.zip64 = zip64});
 
   const auto st = mvar::load_checkpoint_bytes(file, "hand.pth");
-  REQUIRE(st.size() == 8);
+  REQUIRE(st.size() == 9);
   std::vector<std::string> names;
   for (const auto& t : st.tensors()) names.push_back(t.name);
-  REQUIRE(names == std::vector<std::string>{"a", "a_t", "tail", "h", "bf", "l", "i", "empty"});  // file order
+  REQUIRE(names == std::vector<std::string>{"a", "a_t", "tail", "h", "bf", "l", "i", "empty", "bcast"});  // file order
   REQUIRE(st.at("a").shape == std::vector<std::int64_t>{2, 3});
   REQUIRE(st.at("a").to_float() == std::vector<float>{0, 1, 2, 3, 4, 5});
   REQUIRE(points_into(st.at("a"), file));  // zero copy
@@ -263,6 +264,7 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   REQUIRE(st.at("i").shape.empty());
   REQUIRE(st.at("i").to_int() == std::vector<std::int64_t>{42});
   REQUIRE(st.at("empty").nbytes == 0);
+  REQUIRE(st.at("bcast").to_float() == std::vector<float>(6, 5.f));
   REQUIRE(st.metadata().at("format") == "pth");
   REQUIRE(st.metadata().at("pth_version") == "3");
 }
@@ -439,15 +441,15 @@ TEST_CASE("pth: storages and tensor geometry are checked before any view", "[io]
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, std::int64_t(1) << 62}, {std::int64_t(1) << 62, 0}), Catch::Contains("overflows"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 7, {0}, {1}), Catch::Contains("offset 7 past its 6 elements"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, 3}, {3}), Catch::Contains("2 sizes but 1 strides"));
-    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40}, {0}),
-                 Catch::Contains("has 1099511627776 elements but its storage only 6 (broadcast"));
-    // docs/reliability.md F3 and F4 (fuzz findings): stride-0 views whose dense copy size wrapped
-    // to 0 bytes (heap overflow) or asked for 2^53 bytes (bad_alloc), both on a 1-element storage.
+    // Stride-0 views are copied, within the budget; docs/reliability.md F3 and F4 (fuzz findings):
+    // views whose dense copy size wrapped to 0 bytes (heap overflow) or asked for 2^53 bytes.
     const Bytes one_f32 = f32_bytes({1.f}), one_i64(8, std::byte{0});
+    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40}, {0}),
+                 Catch::Contains("tensor 'w' (1099511627776,): dense copies of non-contiguous tensors would exceed"));
     REQUIRE_THAT(one("FloatStorage", "0", 1, 0, {std::int64_t(1) << 31, std::int64_t(1) << 31}, {0, 0}, one_f32),
-                 Catch::Contains("has 4611686018427387904 elements but its storage only 1"));
+                 Catch::Contains("tensor 'w' (2147483648, 2147483648): dense copies"));
     REQUIRE_THAT(one("LongStorage", "0", 1, 0, {std::int64_t(1) << 20, std::int64_t(1) << 20, 1024}, {0, 0, 0}, one_i64),
-                 Catch::Contains("has 1125899906842624 elements but its storage only 1"));
+                 Catch::Contains("tensor 'w' (1048576, 1048576, 1024): dense copies"));
   }
   SECTION("dense copies are bounded by the file size") {
     Pickle p;

@@ -11,8 +11,9 @@
 // REDUCE only of those (OrderedDict with no arguments); BUILD only on a dict (its state, torch's
 // `_metadata`, is ignored). Every storage is checked against its zip entry (size == numel × element
 // size) and every tensor's offset/size/stride against its storage before a view is made.
-// Contiguous tensors point into the memory map (zero copy); non-contiguous ones are copied into a
-// dense buffer the store owns (so are storages not aligned to their element size).
+// Contiguous tensors point into the memory map (zero copy); non-contiguous ones (transposed,
+// stride-0 broadcast) are copied into a dense buffer the store owns, as are storages not aligned
+// to their element size; all such copies together may not exceed the archive's size.
 //
 // The object: a dict. If it has the key "mvar_wo_ddp" (MVAR's training wrapper, SPEC §3.4) that
 // entry is the state dict and every other top-level entry is ignored. In the state dict, tensors
@@ -248,11 +249,6 @@ class PthReader {
       throw Error(concat("tensor on storage '", s.key, "' (offset ", x.offset, ", size ", shape_text(x.shape), ", stride ",
                          shape_text(x.stride), ") reaches element ", last, " of a storage of ", cap));
     if (empty && x.offset > cap) throw Error(concat("tensor on storage '", s.key, "' has offset ", x.offset, " past its ", cap, " elements"));
-    // More elements than the storage means stride-0 or overlapping views (never in a state dict);
-    // refused, as its dense copy could be arbitrarily larger than the file.
-    if (!x.contiguous && numel > cap)
-      throw Error(concat("tensor on storage '", s.key, "' has ", numel, " elements but its storage only ", cap,
-                         " (broadcast or overlapping strides are not supported)"));
     tensors_.push_back(std::move(x));
     return PickleValue::object(std::int64_t(tensors_.size() - 1) * 2 + 1);
   }
@@ -294,19 +290,22 @@ class PthReader {
     r.name = name;
     r.dtype = s.dtype;
     r.shape = x.shape;
+    // numel ≤ 2^62 (checked at REDUCE). A contiguous view lies inside its storage, so numel × es
+    // does too; a non-contiguous one (stride 0 may make it far larger) is bounded below first.
     const auto numel = std::size_t(r.numel());
-    r.nbytes = numel * es;
     const std::byte* base = s.bytes.data() + x.offset * es;
     const bool aligned = reinterpret_cast<std::uintptr_t>(base) % es == 0;
     if (numel == 0) {
       r.data = s.bytes.data();
     } else if (x.contiguous && aligned) {
+      r.nbytes = numel * es;
       r.data = base;
     } else {  // dense copy, row-major; all copies together stay below the archive's size
+      if (numel > (zip_bytes_ - copied_) / es)
+        throw fail(concat("tensor '", name, "' ", shape_text(x.shape), ": dense copies of non-contiguous tensors would ",
+                          "exceed the file's ", zip_bytes_, " bytes (stride-0 or overlapping views?)"));
+      r.nbytes = numel * es;
       copied_ += r.nbytes;
-      if (copied_ > zip_bytes_)
-        throw fail(concat("tensor '", name, "': dense copies of non-contiguous tensors would exceed the file's ",
-                          zip_bytes_, " bytes"));
       check_allocation(r.nbytes, concat("pth: ", source_, ": dense copy of tensor '", name, "'"));
       auto buf = std::make_unique<std::byte[]>(r.nbytes);
       std::vector<std::int64_t> idx(x.shape.size(), 0);
