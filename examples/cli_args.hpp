@@ -35,20 +35,20 @@ class Args {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
       if (a == "-h") a = "--help";
-      if (a.rfind("--", 0) != 0) throw Error(concat("unexpected argument '", a, "' (options start with --; see --help)"));
+      if (a.rfind("--", 0) != 0) throw UsageError(concat("unexpected argument '", a, "' (options start with --; see --help)"));
       std::string key = a.substr(2), val;
       const auto eq = key.find('=');
       const bool has_eq = eq != std::string::npos;
       if (has_eq) val = key.substr(eq + 1), key = key.substr(0, eq);
       const OptionSpec* spec = find(key);
-      if (!spec) throw Error(concat("unknown option '--", key, "' (see --help)"));
+      if (!spec) throw UsageError(concat("unknown option '--", key, "' (see --help)"));
       if (spec->value.empty()) {
-        if (has_eq) throw Error(concat("option '--", key, "' takes no value"));
+        if (has_eq) throw UsageError(concat("option '--", key, "' takes no value"));
         values_[key] = "1";
         continue;
       }
       if (!has_eq) {
-        if (i + 1 >= argc) throw Error(concat("option '--", key, "' needs a value (", spec->value, ")"));
+        if (i + 1 >= argc) throw UsageError(concat("option '--", key, "' needs a value (", spec->value, ")"));
         val = argv[++i];
       }
       values_[key] = val;
@@ -65,7 +65,7 @@ class Args {
     const std::string s = str(k);
     long long v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) throw Error(concat("option '--", k, "': '", s, "' is not an integer"));
+    if (ec != std::errc() || p != s.data() + s.size()) throw UsageError(concat("option '--", k, "': '", s, "' is not an integer"));
     return v;
   }
   double number(const std::string& k, double def) const {
@@ -78,7 +78,7 @@ class Args {
     } catch (...) {
       used = 0;
     }
-    if (used != s.size() || s.empty()) throw Error(concat("option '--", k, "': '", s, "' is not a number"));
+    if (used != s.size() || s.empty()) throw UsageError(concat("option '--", k, "': '", s, "' is not a number"));
     return v;
   }
   /// Comma-separated integers ("3,17,980").
@@ -92,7 +92,7 @@ class Args {
       int v = 0;
       auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
       if (item.empty() || ec != std::errc() || p != item.data() + item.size())
-        throw Error(concat("option '--", k, "': '", item, "' is not an integer"));
+        throw UsageError(concat("option '--", k, "': '", item, "' is not an integer"));
       out.push_back(v);
       b = e + 1;
     }

@@ -25,16 +25,17 @@ using mvar::ref::ProblemShape;
 namespace {
 
 // fp32 kernel vs double reference, error normalised by max(1, max|out|). The fixtures README
-// measures the official fp32 code 9.6e-6 away from fp64 on hidden states of magnitude ≈ 10,
-// i.e. ≈ 1e-6 relative. Our kernels differ from the reference by a different summation order
-// (head_dim FMA chains, a transposing reduction, online softmax rescales) and by scores up to
-// ≈ 30 in magnitude (fixture q is scaled ×3..30), so a score rounding of 30·2⁻²⁴ ≈ 2e-6 becomes a
-// relative weight error of the same size: 20× the README's relative spread leaves margin while a
-// wrong key, window or normalisation moves the output by ≥ 1e-2.
-constexpr double kAttnTol = 2e-5;
+// measures the official fp32 code 9.6e-6 away from fp64 on hidden states of magnitude ≈ 10, i.e.
+// ≈ 1e-6 relative. Our kernels differ from the reference by summation order (head_dim FMA chains,
+// a transposing reduction, online-softmax rescales) and see scores up to ≈ 30 (q scaled ×3..30 as
+// in the fixtures), where one score rounding (30·2⁻²⁴ ≈ 2e-6) becomes a relative weight error of
+// that size. Budget: 5× the README's relative spread; observed ≤ 6e-7. A wrong key, window,
+// scale or normalisation moves the output by ≥ 1e-2.
+constexpr double kAttnTol = 5e-6;
 
-// Against the fixtures (PyTorch fp32 itself carries ≈ 1e-6 relative error): same budget ×2.
-constexpr double kAttnFixtureTol = 4e-5;
+// Against the fixtures, PyTorch's fp32 result carries its own ≈ 1e-6: twice the budget
+// (observed ≤ 1.2e-6).
+constexpr double kAttnFixtureTol = 1e-5;
 
 std::vector<float> run_na(ThreadPool& pool, Problem& p, int k, int d, float scale) {
   mvar::neighborhood_attention_2d(pool, p.grid(0), p.grid(1), p.grid(2), p.out5(), k, d, scale);

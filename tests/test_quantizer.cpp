@@ -88,7 +88,7 @@ TEST_CASE("Phi through add_scale at the last scale == units phi.out", "[model][q
 
 TEST_CASE("VQ stage teacher-forced through the traces: f̂ and next input at every scale", "[model][quantizer][fixture]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
-  const mvar::VectorQuantizer q(vae, kPatchNums, 32, 4096);
+  const mvar::VectorQuantizer q(vae, kPatchNums, mvar::VaeConfig::tiny());
   REQUIRE(q.num_scales() == 10);
   REQUIRE(q.latent_side() == 16);
   const int threads = GENERATE(1, 2);

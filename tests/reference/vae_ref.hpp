@@ -84,3 +84,79 @@ inline std::vector<double> area(const std::vector<float>& in, int C, int H, int 
 }
 
 }  // namespace mvar::ref
+
+// ---------------------------------------------------------------------------------------------
+// Random VQVAE weights under the official key names, for any VaeConfig (benchmarks, shape tests).
+#include <memory>
+#include <random>
+#include <string>
+
+#include "mvar/io/tensor_store.hpp"
+#include "mvar/model/vae_config.hpp"
+
+namespace mvar::ref {
+
+/// A TensorStore over freshly generated float32 tensors (owned by the store's backing): every
+/// post_quant_conv.* / decoder.* / quantize.* key that `cfg` implies. Conv weights ~ N(0, 1/fan_in)
+/// and affine norms near (1, 0), so activations keep a realistic scale through the whole decoder.
+inline TensorStore random_vae_store(const VaeConfig& cfg, unsigned seed) {
+  auto data = std::make_shared<std::vector<std::vector<float>>>();
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> specs;
+  std::mt19937 rng(seed);
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape, float sd, float mean) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    std::normal_distribution<float> d(mean, sd);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = d(rng);
+    data->push_back(std::move(v));
+    specs.emplace_back(name, std::move(shape));
+  };
+  auto conv = [&](const std::string& p, std::int64_t co, std::int64_t ci, std::int64_t k) {
+    add(p + ".weight", {co, ci, k, k}, float(1.0 / std::sqrt(double(ci * k * k))), 0.f);
+    add(p + ".bias", {co}, 0.05f, 0.f);
+  };
+  auto norm = [&](const std::string& p, std::int64_t c) {
+    add(p + ".weight", {c}, 0.1f, 1.f);
+    add(p + ".bias", {c}, 0.1f, 0.f);
+  };
+  auto resnet = [&](const std::string& p, std::int64_t ci, std::int64_t co) {
+    norm(p + ".norm1", ci);
+    conv(p + ".conv1", co, ci, 3);
+    norm(p + ".norm2", co);
+    conv(p + ".conv2", co, co, 3);
+    if (ci != co) conv(p + ".nin_shortcut", co, ci, 1);
+  };
+  auto attn = [&](const std::string& p, std::int64_t c) {
+    norm(p + ".norm", c);
+    conv(p + ".qkv", 3 * c, c, 1);
+    conv(p + ".proj_out", c, c, 1);
+  };
+  add("quantize.embedding.weight", {cfg.vocab, cfg.cvae}, 1.f, 0.f);
+  for (int k = 0; k < cfg.n_phi; ++k) conv("quantize.quant_resi.qresi_ls." + std::to_string(k), cfg.cvae, cfg.cvae, 3);
+  conv("post_quant_conv", cfg.cvae, cfg.cvae, 3);
+  std::int64_t block_in = std::int64_t(cfg.ch) * cfg.ch_mult.back();
+  conv("decoder.conv_in", block_in, cfg.cvae, 3);
+  resnet("decoder.mid.block_1", block_in, block_in);
+  if (cfg.using_mid_sa) attn("decoder.mid.attn_1", block_in);
+  resnet("decoder.mid.block_2", block_in, block_in);
+  for (int L = cfg.levels() - 1; L >= 0; --L) {
+    const std::int64_t block_out = std::int64_t(cfg.ch) * cfg.ch_mult[std::size_t(L)];
+    for (int j = 0; j <= cfg.num_res_blocks; ++j) {
+      const std::string p = "decoder.up." + std::to_string(L);
+      resnet(p + ".block." + std::to_string(j), block_in, block_out);
+      block_in = block_out;
+      if (L == cfg.levels() - 1 && cfg.using_sa) attn(p + ".attn." + std::to_string(j), block_in);
+    }
+    if (L != 0) conv("decoder.up." + std::to_string(L) + ".upsample.conv", block_in, block_in, 3);
+  }
+  norm("decoder.norm_out", block_in);
+  conv("decoder.conv_out", 3, block_in, 3);
+  std::vector<TensorRef> refs;
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    refs.push_back({specs[i].first, DType::F32, specs[i].second, reinterpret_cast<const std::byte*>((*data)[i].data()),
+                    (*data)[i].size() * sizeof(float)});
+  return TensorStore("random-vae", std::move(refs), std::shared_ptr<const void>(data));
+}
+
+}  // namespace mvar::ref

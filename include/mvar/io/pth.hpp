@@ -101,16 +101,11 @@ class PthReader {
     const PickleValue& root = tree[tree.root()];
     if (root.kind != PickleKind::Dict)
       throw fail(concat("the checkpoint holds a ", tree.describe(tree.root()), ", not a dict (state dict)"));
-    const PickleValue* state = tree.get(root, "mvar_wo_ddp");
-    std::uint32_t state_id = tree.root();
-    if (state) {
-      if (state->kind != PickleKind::Dict) throw fail("'mvar_wo_ddp' is not a dict (state dict)");
-      for (std::size_t k = 0; k < root.items.size(); k += 2)
-        if (tree[root.items[k]].kind == PickleKind::String && tree[root.items[k]].s == "mvar_wo_ddp") state_id = root.items[k + 1];
-      metadata_["format"] = "pth:mvar_wo_ddp";
-    } else {
-      metadata_["format"] = "pth";
-    }
+    const auto wrapped = tree.get(root, "mvar_wo_ddp");
+    if (wrapped && tree[*wrapped].kind != PickleKind::Dict)
+      throw fail(concat("'mvar_wo_ddp' is a ", tree.describe(*wrapped), ", not a dict (state dict)"));
+    const std::uint32_t state_id = wrapped ? *wrapped : tree.root();
+    metadata_["format"] = wrapped ? "pth:mvar_wo_ddp" : "pth";
 
     auto backing = std::make_shared<PthBacking>();
     backing->file = std::move(file);

@@ -157,15 +157,17 @@ class QueryAccumulator {
   V scores(Keys& keys, int n, const float** vrow) {
     V acc[L];
     if constexpr (T::fixed) {
+      V qv[NV];
+      for (int c = 0; c < NV; ++c) qv[c] = qv_[c];
 #pragma GCC unroll 16
       for (int j = 0; j < L; ++j) {
         V a(0.0f);
         if (j < n) {
           const float* kp;
           keys.next(kp, vrow[j]);
-          a = qv_[0] * V::load_unaligned(kp);
+          a = qv[0] * V::load_unaligned(kp);
 #pragma GCC unroll 8
-          for (int c = 1; c < NV; ++c) a = xsimd::fma(qv_[c], V::load_unaligned(kp + c * L), a);
+          for (int c = 1; c < NV; ++c) a = xsimd::fma(qv[c], V::load_unaligned(kp + c * L), a);
         }
         acc[haddp_slot<Arch>(j)] = a;
       }
@@ -205,23 +207,27 @@ class QueryAccumulator {
     if constexpr (T::fixed) {
       // Two accumulator sets (even / odd keys) double the independent FMA chains: with NV = 4
       // one set would be bound by FMA latency, not throughput.
-      V o2[NV];
-      for (int c = 0; c < NV; ++c) o2[c] = V(0.0f);
+      // Local copies: members would be stored back on every iteration (possible aliasing).
+      V o1[NV], o2[NV];
+      for (int c = 0; c < NV; ++c) {
+        o1[c] = o_[c];
+        o2[c] = V(0.0f);
+      }
       int j = 0;
       for (; j + 1 < nb; j += 2) {
         const V p0(pb_[j]), p1(pb_[j + 1]);
         const float *v0 = vrow_[j], *v1 = vrow_[j + 1];
 #pragma GCC unroll 8
         for (int c = 0; c < NV; ++c) {
-          o_[c] = xsimd::fma(p0, V::load_unaligned(v0 + c * L), o_[c]);
+          o1[c] = xsimd::fma(p0, V::load_unaligned(v0 + c * L), o1[c]);
           o2[c] = xsimd::fma(p1, V::load_unaligned(v1 + c * L), o2[c]);
         }
       }
       if (j < nb) {
         const V p0(pb_[j]);
-        for (int c = 0; c < NV; ++c) o_[c] = xsimd::fma(p0, V::load_unaligned(vrow_[j] + c * L), o_[c]);
+        for (int c = 0; c < NV; ++c) o1[c] = xsimd::fma(p0, V::load_unaligned(vrow_[j] + c * L), o1[c]);
       }
-      for (int c = 0; c < NV; ++c) o_[c] += o2[c];
+      for (int c = 0; c < NV; ++c) o_[c] = o1[c] + o2[c];
     } else {
       const std::ptrdiff_t body = D_ - D_ % L;
       for (int j = 0; j < nb; ++j) {
@@ -258,8 +264,15 @@ void attend_query(const float* q, float scale, std::ptrdiff_t D, std::ptrdiff_t 
 /// dense buffer: the kernels pack the keys and values a chunk reuses, so that they sit in
 /// consecutive cache lines instead of one 4 KiB-aliased line per token (the model's qkv rows are
 /// 3·C floats apart, a multiple of 4 KiB whenever C is a multiple of 1024/3… e.g. C = 1024 → 12 KiB).
-inline void pack_rows(const float* src, std::ptrdiff_t stride, std::ptrdiff_t n, std::ptrdiff_t D, float* dst) {
-  for (std::ptrdiff_t r = 0; r < n; ++r) std::copy(src + r * stride, src + r * stride + D, dst + r * D);
+template <class Arch = xsimd::default_arch>
+void pack_rows(const float* src, std::ptrdiff_t stride, std::ptrdiff_t n, std::ptrdiff_t D, float* dst) {
+  using V = xsimd::batch<float, Arch>;
+  constexpr std::ptrdiff_t L = V::size;
+  for (std::ptrdiff_t r = 0; r < n; ++r, src += stride, dst += D) {
+    std::ptrdiff_t e = 0;
+    for (; e + L <= D; e += L) V::load_unaligned(src + e).store_unaligned(dst + e);
+    for (; e < D; ++e) dst[e] = src[e];
+  }
 }
 
 /// Floats of the per-chunk packing buffer (stack): 96 KiB holds the K and V rows of a 4×8 query
@@ -310,12 +323,13 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
     parallel_for(pool, B * H * qblocks, 1, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
       alignas(64) float pack[detail::kPackFloats];
       for (std::ptrdiff_t c = c0; c < c1; ++c) {
-        const auto bh = c / qblocks, b = bh / H, h = bh % H;
-        const auto i0 = (c % qblocks) * detail::kQueryBlock, i1 = std::min(Nq, i0 + detail::kQueryBlock);
+        // Heads vary fastest (neighbouring slices of the same token rows, see NA).
+        const auto h = c % H, b = c / (H * qblocks);
+        const auto i0 = ((c / H) % qblocks) * detail::kQueryBlock, i1 = std::min(Nq, i0 + detail::kQueryBlock);
         if (Nk <= kblock) {
           // Common case (MVAR in-scale, VAR up to 256 keys at head_dim 64): pack once, one pass.
-          detail::pack_rows(&k(b, 0, h, 0), k.stride(1), Nk, D, pack);
-          detail::pack_rows(&v(b, 0, h, 0), v.stride(1), Nk, D, pack + Nk * D);
+          detail::pack_rows<Arch>(&k(b, 0, h, 0), k.stride(1), Nk, D, pack);
+          detail::pack_rows<Arch>(&v(b, 0, h, 0), v.stride(1), Nk, D, pack + Nk * D);
           for (std::ptrdiff_t i = i0; i < i1; ++i)
             detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk,
                                                 detail::DenseKeys{pack, pack + Nk * D, D, D}, &out(b, i, h, 0));
@@ -327,8 +341,8 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
           for (std::ptrdiff_t i = i0; i < i1; ++i) new (acc + (i - i0)) Acc(&q(b, i, h, 0), scale, D, &out(b, i, h, 0));
           for (std::ptrdiff_t j0 = 0; j0 < Nk; j0 += kblock) {
             const auto nb = std::min(kblock, Nk - j0);
-            detail::pack_rows(&k(b, j0, h, 0), k.stride(1), nb, D, pack);
-            detail::pack_rows(&v(b, j0, h, 0), v.stride(1), nb, D, pack + nb * D);
+            detail::pack_rows<Arch>(&k(b, j0, h, 0), k.stride(1), nb, D, pack);
+            detail::pack_rows<Arch>(&v(b, j0, h, 0), v.stride(1), nb, D, pack + nb * D);
             for (std::ptrdiff_t i = i0; i < i1; ++i) {
               detail::DenseKeys keys{pack, pack + nb * D, D, D};
               acc[i - i0].consume(keys, nb);

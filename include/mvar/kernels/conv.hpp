@@ -111,29 +111,35 @@ struct ConvSimd<float> {  // the scalar path
   static float madd(float a, float b, float c) { return a * b + c; }
 };
 
-/// One register tile: tmp[m][j] = Σ_c Σ_t w[c][t][m] · x[c·plane + off[t] + j], m < 8, j < NR.
+/// One register tile: tmp[m][j] = Σ_c Σ_t w[c][t][m] · x[c·plane + off_t + j], m < 8, j < NR, where
+/// off_t = (ky − 1)·row + kx − 1 for the 3×3 taps t = 3·ky + kx (Taps = 9), or 0 (Taps = 1).
+/// The three tap rows are addressed from one pointer plus row/2·row, so the nine offsets become
+/// constant displacements instead of nine live registers.
 template <class V, int Taps>
-inline void conv_tile(const float* w, const float* x, std::ptrdiff_t plane, std::ptrdiff_t in_channels,
-                      const std::ptrdiff_t* off, float* tmp) {
+inline void conv_tile(const float* w, const float* x, std::ptrdiff_t plane, std::ptrdiff_t row,
+                      std::ptrdiff_t in_channels, float* tmp) {
   using S = ConvSimd<V>;
   constexpr int MR = kConvMR, NV = S::nv, L = S::lanes;
+  constexpr int KY = Taps == 9 ? 3 : 1, KX = KY;
   V acc[MR][NV];
   for (int m = 0; m < MR; ++m)
     for (int v = 0; v < NV; ++v) acc[m][v] = V(0.0f);
-  std::ptrdiff_t o[Taps];
-  for (int t = 0; t < Taps; ++t) o[t] = off[t];
+  if constexpr (Taps == 9) x -= row + 1;
   for (std::ptrdiff_t c = 0; c < in_channels; ++c, x += plane) {
-#pragma GCC unroll 9
-    for (int t = 0; t < Taps; ++t, w += MR) {
-      const float* xt = x + o[t];
-      V xv[NV];
+#pragma GCC unroll 3
+    for (int ky = 0; ky < KY; ++ky) {
+      const float* xr = x + ky * row;
+#pragma GCC unroll 3
+      for (int kx = 0; kx < KX; ++kx, w += MR) {
+        V xv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) xv[v] = S::load(xt + v * L);
+        for (int v = 0; v < NV; ++v) xv[v] = S::load(xr + kx + v * L);
 #pragma GCC unroll 8
-      for (int m = 0; m < MR; ++m) {
-        const V wm(w[m]);
+        for (int m = 0; m < MR; ++m) {
+          const V wm(w[m]);
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[m][v] = S::madd(wm, xv[v], acc[m][v]);
+          for (int v = 0; v < NV; ++v) acc[m][v] = S::madd(wm, xv[v], acc[m][v]);
+        }
       }
     }
   }
@@ -189,12 +195,6 @@ class Conv2d {
     MVAR_ASSERT(out.extent(0) == co_ && out.extent(1) == H && out.extent(2) == W && out.stride(2) == 1);
     MVAR_ASSERT(!residual.data() || (residual.extent(0) == co_ && residual.extent(1) == H &&
                                      residual.extent(2) == W && residual.stride(2) == 1));
-    index off[9];
-    if (k_ == 3) {
-      for (index t = 0; t < 9; ++t) off[t] = (t / 3 - 1) * Wp + (t % 3 - 1);
-    } else {
-      off[0] = 0;
-    }
     // Flat positions from the first to one past the last interior pixel (rows 1..H).
     const index q_begin = Wp + 1, q_end = (H + 1) * Wp - 1;
     const index tiles = (q_end - q_begin + NR - 1) / NR;
@@ -212,9 +212,9 @@ class Conv2d {
         for (index tile = g * tiles_per_task; tile < tile_end; ++tile) {
           const index q0 = q_begin + tile * NR;
           if (k_ == 3)
-            detail::conv_tile<V, 9>(w, in.data() + q0, ps, ci_, off, tmp);
+            detail::conv_tile<V, 9>(w, in.data() + q0, ps, Wp, ci_, tmp);
           else
-            detail::conv_tile<V, 1>(w, in.data() + q0, ps, ci_, off, tmp);
+            detail::conv_tile<V, 1>(w, in.data() + q0, ps, Wp, ci_, tmp);
           store_tile(tmp, NR, q0, std::min(q_end, q0 + NR), Wp, b * MR, rows, out, residual);
         }
       }

@@ -12,12 +12,14 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include "mvar/core/assert.hpp"
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/core/workspace.hpp"
+#include "mvar/kernels/gemm_bf16.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/gemm_stream.hpp"
 
@@ -84,12 +86,24 @@ class PackedLinear {
   PackedLinear(TensorView<const float, 2> w, const float* bias, Precision precision = Precision::F32)
       : K_(w.extent(1)), N_(w.extent(0)), has_bias_(bias != nullptr) {
     MVAR_ASSERT(w.stride(1) == 1 || w.extent(1) <= 1);
-    (void)precision;
-    precision_ = Precision::F32;
-    const std::ptrdiff_t panels = (N_ + T::NR - 1) / T::NR;
-    w_ = Buffer<float>(std::size_t(panels * K_ * T::NR));
-    for (std::ptrdiff_t p = 0; p < panels; ++p)
-      detail::pack_b_panel<Arch>(w.data(), w.stride(0), N_, p, 0, K_, w_.data() + p * K_ * T::NR);
+#if defined(MVAR_HAS_BF16_GEMM)
+    if (precision == Precision::BF16) {
+      precision_ = Precision::BF16;
+      using B = detail::Bf16Tile;
+      const std::ptrdiff_t panels = (N_ + B::NR - 1) / B::NR, Kp = (K_ + 1) / 2;
+      wb_ = Buffer<std::uint16_t>(std::size_t(panels * Kp * 2 * B::NR));
+      for (std::ptrdiff_t p = 0; p < panels; ++p)
+        detail::pack_b_bf16_panel(w.data(), w.stride(0), N_, K_, p, wb_.data() + p * Kp * 2 * B::NR);
+    }
+#else
+    (void)precision;  // no AVX512-BF16 in this build: fp32 (precision() says so)
+#endif
+    if (precision_ == Precision::F32) {
+      const std::ptrdiff_t panels = (N_ + T::NR - 1) / T::NR;
+      w_ = Buffer<float>(std::size_t(panels * K_ * T::NR));
+      for (std::ptrdiff_t p = 0; p < panels; ++p)
+        detail::pack_b_panel<Arch>(w.data(), w.stride(0), N_, p, 0, K_, w_.data() + p * K_ * T::NR);
+    }
     if (bias) {
       b_ = Buffer<float>(std::size_t(N_));
       std::copy(bias, bias + N_, b_.data());
@@ -118,7 +132,7 @@ class PackedLinear {
   std::ptrdiff_t out_features() const { return N_; }
   Precision precision() const { return precision_; }
   /// Bytes held (packed weights incl. zero padding to a multiple of the panel width, and bias).
-  std::size_t bytes() const { return w_.bytes() + b_.bytes(); }
+  std::size_t bytes() const { return w_.bytes() + wb_.bytes() + b_.bytes(); }
 
  private:
   using Arch = xsimd::default_arch;
@@ -136,6 +150,22 @@ class PackedLinear {
         for (std::ptrdiff_t n = 0; n < N_; ++n) y(m, n) = bias ? bias[n] : 0.0f;
       return;
     }
+#if defined(MVAR_HAS_BF16_GEMM)
+    if (precision_ == Precision::BF16) {
+      using B = detail::Bf16Tile;
+      static_assert(B::MR <= T::MR, "PackedLinear: bf16 A scratch must fit the fp32 reservation");
+      auto* ap32 = reinterpret_cast<std::uint32_t*>(ap);  // ⌈K/2⌉·MR u32 ≤ the K·MR floats reserved
+      const std::ptrdiff_t panels_a = (M + B::MR - 1) / B::MR, panels_b = (N_ + B::NR - 1) / B::NR;
+      parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+        detail::pack_a_bf16(x.data(), x.stride(0), M, K_, i0, i1, ap32);
+      });
+      parallel_for(pool, panels_b, std::max<std::ptrdiff_t>(1, (panels_b + 15) / 16),
+                   [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+                     detail::gemm_bf16_panels(ap32, M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0));
+                   });
+      return;
+    }
+#endif
     const std::ptrdiff_t panels_a = (M + T::MR - 1) / T::MR, panels_b = (N_ + T::NR - 1) / T::NR;
     parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
       detail::pack_a<Arch>(x.data(), x.stride(0), M, K_, i0, i1, ap);
@@ -150,6 +180,7 @@ class PackedLinear {
   bool has_bias_ = false;
   Precision precision_ = Precision::F32;
   Buffer<float> w_, b_;
+  Buffer<std::uint16_t> wb_;  // bf16 panels (Precision::BF16)
 };
 
 }  // namespace mvar

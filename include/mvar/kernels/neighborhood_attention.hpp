@@ -120,7 +120,9 @@ void neighborhood_attention_2d(ThreadPool& pool, TensorView<const float, 5> q, T
     parallel_for(pool, B * heads * ty * tx, 1, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
       alignas(64) float pack[detail::kPackFloats];
       for (std::ptrdiff_t c = c0; c < c1; ++c) {
-        const auto tile = c % (ty * tx), bh = c / (ty * tx), b = bh / heads, h = bh % heads;
+        // Heads vary fastest: consecutive chunks read neighbouring head slices of the same qkv
+        // rows (same pages, adjacent lines) instead of striding over the whole buffer per head.
+        const auto h = c % heads, tile = (c / heads) % (ty * tx), b = c / (heads * ty * tx);
         const auto y0 = (tile / tx) * tr, x0 = (tile % tx) * tc;
         const auto y1 = std::min(Hg, y0 + tr), x1 = std::min(Wg, x0 + tc);
         if (packed) {
@@ -129,8 +131,8 @@ void neighborhood_attention_2d(ThreadPool& pool, TensorView<const float, 5> q, T
           const auto rx0 = na_window_start(x0, Wg, kernel, 1), rx1 = na_window_start(x1 - 1, Wg, kernel, 1) + kernel;
           const auto rw = rx1 - rx0, region = (ry1 - ry0) * rw * D;
           for (std::ptrdiff_t r = ry0; r < ry1; ++r) {
-            detail::pack_rows(&k(b, r, rx0, h, 0), k.stride(2), rw, D, pack + (r - ry0) * rw * D);
-            detail::pack_rows(&v(b, r, rx0, h, 0), v.stride(2), rw, D, pack + region + (r - ry0) * rw * D);
+            detail::pack_rows<Arch>(&k(b, r, rx0, h, 0), k.stride(2), rw, D, pack + (r - ry0) * rw * D);
+            detail::pack_rows<Arch>(&v(b, r, rx0, h, 0), v.stride(2), rw, D, pack + region + (r - ry0) * rw * D);
           }
           for (std::ptrdiff_t y = y0; y < y1; ++y) {
             const auto ys = na_window_start(y, Hg, kernel, 1);

@@ -85,6 +85,10 @@ class VectorQuantizer {
       phi_index_.push_back(S == 10 && n_phi == 4 ? kPhiTable10[s] : detail::phi_index_computed(s, S, n_phi));
   }
 
+  /// The same, with the sizes taken from a VaeConfig (cvae, vocab, n_phi, quant_resi).
+  VectorQuantizer(const TensorStore& vae, std::vector<int> patch_nums, const VaeConfig& cfg)
+      : VectorQuantizer(vae, std::move(patch_nums), cfg.cvae, cfg.vocab, cfg.n_phi, cfg.quant_resi) {}
+
   int num_scales() const { return static_cast<int>(pn_.size()); }
   int latent_side() const { return pn_.back(); }
   int cvae() const { return cvae_; }
