@@ -29,6 +29,7 @@ V silu(V z) {
 }
 
 namespace detail {
+/// x[i] ← f(x[i]) over a contiguous span: batches for the body, the scalar overload for the tail.
 template <class Arch, class F>
 void apply_inplace(std::span<float> x, F f) {
   using B = xsimd::batch<float, Arch>;
