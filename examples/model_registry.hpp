@@ -34,7 +34,7 @@ struct RunRequest {
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
   std::optional<float> cfg, top_p;
-  std::optional<int> top_k;
+  std::optional<int> top_k, columns, upscale;
   bool separate = false, quiet = false;
 };
 
@@ -45,76 +45,7 @@ struct RunResult {
   std::vector<std::string> files;
 };
 
-/// Sampling settings an architecture recommends (SPEC §1.9, §3.4).
-struct Recommended {
-  float cfg = 1.5f;
-  int top_k = 900;
-  float top_p = 0.96f;
-};
-
 namespace detail {
-
-/// What a model directory's config.json says (models/fashion_mnist/config.json, the fixtures'
-/// *.config.json): the architecture (checked against the compiled preset), the VAE and the
-/// recommended sampling settings.
-struct JsonModel {
-  ModelConfig arch;
-  VaeConfig vae;
-  Recommended rec;
-  std::vector<std::string> class_names;
-};
-
-inline JsonModel read_model_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(concat(path, ": cannot open"));
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw Error(concat(path, ": not valid JSON: ", e.what()));
-  }
-  JsonModel m;
-  try {
-    m.arch.depth = j.at("depth");
-    m.arch.width = j.at("embed_dim");
-    m.arch.heads = j.at("num_heads");
-    m.arch.mlp_ratio = int(j.at("mlp_ratio").get<double>());
-    m.arch.vocab = j.at("vocab_size");
-    m.arch.cvae = j.at("Cvae");
-    m.arch.num_classes = j.at("num_classes");
-    m.arch.patch_nums = PatchNums{};
-    for (int p : j.at("patch_nums")) m.arch.patch_nums.side[std::size_t(m.arch.patch_nums.count++)] = p;
-    if (j.contains("kernel_size") && !j["kernel_size"].is_null()) m.arch.kernel = j["kernel_size"];
-    if (j.contains("refine_step") && !j["refine_step"].is_null()) m.arch.refine_step = j["refine_step"];
-    m.vae.cvae = m.arch.cvae;
-    m.vae.vocab = m.arch.vocab;
-    m.vae.ch = j.at("vae_ch");
-    m.vae.ch_mult = j.at("vae_ch_mult").get<std::vector<int>>();
-    m.vae.num_res_blocks = j.at("vae_num_res_blocks");
-    m.vae.using_sa = j.value("vae_using_sa", true);
-    m.vae.using_mid_sa = j.value("vae_using_mid_sa", true);
-    m.vae.n_phi = j.value("share_quant_resi", 4);
-    m.vae.quant_resi = j.value("quant_resi", 0.5f);
-    if (j.contains("recommended")) {
-      m.rec.cfg = j["recommended"].value("cfg", m.rec.cfg);
-      m.rec.top_k = j["recommended"].value("top_k", m.rec.top_k);
-      m.rec.top_p = j["recommended"].value("top_p", m.rec.top_p);
-    }
-    if (j.contains("class_names")) m.class_names = j["class_names"].get<std::vector<std::string>>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(concat(path, ": missing or malformed field: ", e.what()));
-  }
-  return m;
-}
-
-inline bool same_arch(const ModelConfig& a, const ModelConfig& b) {
-  if (a.patch_nums.count != b.patch_nums.count) return false;
-  for (int s = 0; s < a.patch_nums.count; ++s)
-    if (a.patch_nums[s] != b.patch_nums[s]) return false;
-  return a.depth == b.depth && a.width == b.width && a.heads == b.heads && a.mlp_ratio == b.mlp_ratio &&
-         a.vocab == b.vocab && a.cvae == b.cvae && a.num_classes == b.num_classes && a.kernel == b.kernel &&
-         a.refine_step == b.refine_step;
-}
 
 inline bool file_exists(const std::string& p) {
   struct stat st {};
@@ -164,7 +95,17 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   }
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.workspace_high_water += ws.high_water();
-  r.files = write_png_batch(req.output, rgb, int(labels.size()), side, side, req.separate ? PngBatch::Numbered : PngBatch::Grid);
+  // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
+  for (std::size_t b = 0; b < labels.size(); ++b)
+    for (int y = 0; y < big; ++y)
+      for (int x = 0; x < big; ++x)
+        for (int c = 0; c < 3; ++c)
+          out[((b * big + y) * big + x) * 3 + c] = rgb[((b * side + y / up) * side + x / up) * 3 + c];
+  const int columns = req.columns.value_or(labels.size() == 10 ? 5 : 0);
+  r.files = write_png_batch(req.output, out, int(labels.size()), big, big, req.separate ? PngBatch::Numbered : PngBatch::Grid,
+                            columns);
   return r;
 }
 
@@ -228,18 +169,18 @@ inline RunResult run_generation(RunRequest req) {
   Recommended rec;
   if (req.transformer.empty() != req.vae.empty())
     throw cli::UsageError("give both --transformer and --vae, or neither (the default model)");
-  std::optional<detail::JsonModel> json;
+  std::optional<ModelDescription> json;
   if (req.transformer.empty()) {
     const std::string dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
     req.transformer = dir + "/mvar.safetensors";
     req.vae = dir + "/vae.safetensors";
-    json = detail::read_model_json(dir + "/config.json");
+    json = load_model_description(dir + "/config.json");
     if (req.model == "auto") req.model = "fashion_mnist";
     note = concat("using the default model: class-conditional MVAR trained on Fashion-MNIST (", dir, ")");
     default_batch = json->arch.num_classes;  // one image per class
   } else {
     const std::string cfg_path = (std::filesystem::path(req.transformer).parent_path() / "config.json").string();
-    if (detail::file_exists(cfg_path) && req.model == "auto") json = detail::read_model_json(cfg_path);
+    if (detail::file_exists(cfg_path) && req.model == "auto") json = load_model_description(cfg_path);
   }
   for (const auto& f : {req.transformer, req.vae})
     if (!detail::file_exists(f)) throw Error(concat(f, ": no such file"));
@@ -248,9 +189,9 @@ inline RunResult run_generation(RunRequest req) {
   const TensorStore tw = load_checkpoint(req.transformer);
   const TensorStore tv = load_checkpoint(req.vae);
   if (json) {
-    if (detail::same_arch(json->arch, presets::fashion_mnist))
+    if (same_architecture(json->arch, presets::fashion_mnist))
       return detail::run_arch<presets::fashion_mnist>(req, tw, tv, json->vae, json->rec, default_batch);
-    if (detail::same_arch(json->arch, presets::tiny))
+    if (same_architecture(json->arch, presets::tiny))
       return detail::run_arch<presets::tiny>(req, tw, tv, json->vae, json->rec, default_batch);
     if (req.model == "fashion_mnist")
       throw Error("the default model's config.json does not describe the compiled fashion_mnist preset");
@@ -261,7 +202,7 @@ inline RunResult run_generation(RunRequest req) {
   if (req.model == "d24") return detail::run_arch<presets::d24>(req, tw, tv, VaeConfig::official(), {1.4f, 900, 0.96f}, default_batch);
   if (req.model == "d30") return detail::run_arch<presets::d30>(req, tw, tv, VaeConfig::official(), {1.5f, 900, 0.96f}, default_batch);
   if (req.model == "fashion_mnist") {
-    const auto j = detail::read_model_json(std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist/config.json");
+    const auto j = load_model_description(std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist/config.json");
     return detail::run_arch<presets::fashion_mnist>(req, tw, tv, j.vae, j.rec, default_batch);
   }
   if (req.model == "tiny") return detail::run_arch<presets::tiny>(req, tw, tv, VaeConfig::tiny(), {1.5f, 900, 0.96f}, default_batch);
