@@ -42,6 +42,10 @@ D16Setup& setup() {
   static D16Setup s;
   return s;
 }
+const D16& bf16_model() {  // packed once, on first use
+  static const D16 m(setup().tw, Precision::BF16);
+  return m;
+}
 
 /// Transformer MACs per image for one CFG half (SPEC §4.2): token-wise linears, AdaLN once per
 /// image, head, word_embed, attention pairs.
@@ -58,14 +62,15 @@ double transformer_flop(bool mvar, int rows_per_image) {
   return 2 * mac * rows_per_image;
 }
 
-template <class Trajectory>
+template <class Trajectory, bool Bf16 = false>
 void BM_generate(benchmark::State& st) {
   auto& S = setup();
+  const D16& model = Bf16 ? bf16_model() : S.model;
   const int batch = int(st.range(0));
   const bool mvar = std::is_same_v<Trajectory, ScaleMarkov>;
   ThreadPool pool(2);
   Trajectory traj(Cfg);
-  Sampler<D16, Trajectory> sampler(S.model, S.quant, traj, pool, batch);
+  Sampler<D16, Trajectory> sampler(model, S.quant, traj, pool, batch);
   std::vector<int> labels;
   for (int i = 0; i < batch; ++i) labels.push_back((i * 97) % 1000);
   SampleOptions o;  // cfg 1.5, top-k 900, top-p 0.96
@@ -91,7 +96,7 @@ void BM_generate(benchmark::State& st) {
   st.counters["pct_of_peak"] = 100.0 * flop / total * 1e-9 / peak_gflops();
   st.counters["workspace_MiB"] = double(g.workspace_high_water) / 1048576.0;
   st.counters["kv_MiB"] = double(g.kv_bytes) / 1048576.0;
-  st.counters["weights_MiB"] = double(S.model.weight_bytes()) / 1048576.0;
+  st.counters["weights_MiB"] = double(model.weight_bytes()) / 1048576.0;
   st.counters["peak_rss_MiB"] = peak_rss_mib();
 }
 
@@ -115,6 +120,7 @@ void BM_decode(benchmark::State& st) {
 }  // namespace
 
 BENCHMARK(BM_generate<ScaleMarkov>)->Name("mvar_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_generate<ScaleMarkov, true>)->Name("mvar_d16_bf16")->Arg(1)->Arg(4)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_generate<FullPrefix>)->Name("var_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_decode)->Name("decode_d16")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
 

@@ -12,7 +12,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -20,6 +19,20 @@
 #include "mvar/core/error.hpp"
 
 namespace mvar {
+
+/// A non-owning reference to a callable void(std::ptrdiff_t): no allocation, unlike
+/// std::function with a capturing lambda (parallel_for runs once per kernel call).
+class ChunkFn {
+ public:
+  ChunkFn() = default;
+  template <class F>
+  ChunkFn(const F& f) : obj_(&f), call_([](const void* o, std::ptrdiff_t c) { (*static_cast<const F*>(o))(c); }) {}  // NOLINT
+  void operator()(std::ptrdiff_t c) const { call_(obj_, c); }
+
+ private:
+  const void* obj_ = nullptr;
+  void (*call_)(const void*, std::ptrdiff_t) = nullptr;
+};
 
 class ThreadPool {
  public:
@@ -45,7 +58,7 @@ class ThreadPool {
 
   /// Calls fn(c) for every c in [0, chunks), spread over the pool; returns when all are done.
   /// Rethrows the first exception a chunk threw (kernels do not throw; this is a safety net).
-  void run(std::ptrdiff_t chunks, const std::function<void(std::ptrdiff_t)>& fn) {
+  void run(std::ptrdiff_t chunks, ChunkFn fn) {
     if (chunks <= 0) return;
     if (threads_ == 1 || chunks == 1) {
       for (std::ptrdiff_t c = 0; c < chunks; ++c) fn(c);
@@ -54,7 +67,7 @@ class ThreadPool {
     std::lock_guard<std::mutex> run_lock(run_mu_);  // one job at a time per pool
     {
       std::lock_guard<std::mutex> lk(mu_);
-      job_ = &fn;
+      job_ = fn;
       chunks_ = chunks;
       next_.store(0);
       pending_ = static_cast<int>(workers_.size());
@@ -65,7 +78,6 @@ class ThreadPool {
     drain();
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [this] { return pending_ == 0; });
-    job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -75,7 +87,7 @@ class ThreadPool {
       const std::ptrdiff_t c = next_.fetch_add(1);
       if (c >= chunks_) break;
       try {
-        (*job_)(c);
+        job_(c);
       } catch (...) {
         std::lock_guard<std::mutex> lk(mu_);
         if (!error_) error_ = std::current_exception();
@@ -106,7 +118,7 @@ class ThreadPool {
   std::condition_variable cv_, done_cv_;
   std::size_t generation_ = 0;
   bool stop_ = false;
-  const std::function<void(std::ptrdiff_t)>* job_ = nullptr;
+  ChunkFn job_;
   std::ptrdiff_t chunks_ = 0;
   std::atomic<std::ptrdiff_t> next_{0};
   int pending_ = 0;
