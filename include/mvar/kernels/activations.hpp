@@ -29,7 +29,8 @@ V silu(V z) {
 }
 
 namespace detail {
-template <class F, class Arch = xsimd::default_arch>
+/// x[i] ← f(x[i]) over a contiguous span: batches for the body, the scalar overload for the tail.
+template <class Arch, class F>
 void apply_inplace(std::span<float> x, F f) {
   using B = xsimd::batch<float, Arch>;
   const std::size_t n = x.size(), body = n - n % B::size;
@@ -42,13 +43,13 @@ void apply_inplace(std::span<float> x, F f) {
 /// In-place GELU (tanh approximation) over a contiguous span.
 template <class Arch = xsimd::default_arch>
 void gelu_tanh_inplace(std::span<float> x) {
-  detail::apply_inplace<decltype([](auto v) { return gelu_tanh(v); }), Arch>(x, [](auto v) { return gelu_tanh(v); });
+  detail::apply_inplace<Arch>(x, [](auto v) { return gelu_tanh(v); });
 }
 
 /// In-place SiLU over a contiguous span.
 template <class Arch = xsimd::default_arch>
 void silu_inplace(std::span<float> x) {
-  detail::apply_inplace<decltype([](auto v) { return silu(v); }), Arch>(x, [](auto v) { return silu(v); });
+  detail::apply_inplace<Arch>(x, [](auto v) { return silu(v); });
 }
 
 }  // namespace mvar

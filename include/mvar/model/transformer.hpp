@@ -1,0 +1,215 @@
+// mvar/model/transformer.hpp — Transformer<Cfg>: one next-scale step of the VAR/MVAR transformer
+// (SPEC §1.3–§1.7): embeddings, `depth` AdaLN self-attention blocks, the AdaLN head, logits.
+//
+// Template parameter:
+//   Cfg — a ModelConfig (sizes, scales, MVAR window); checked at compile time.
+//
+// The transformer is attention-agnostic: every block hands its L2-normalised q̂, k̂ and v to an
+// `attend` callable supplied by the trajectory policy (full in-scale, neighbourhood, or
+// block-causal prefix over a KV cache — sampling/trajectory.hpp). That is what lets one model
+// serve MVAR and VAR.
+//
+// Row layout: a step processes R rows (images, CFG-doubled: conditional rows first) of n tokens;
+// activations are [R·n, C] row-major with row r·n + t. Scratch comes from a Workspace sized once
+// by workspace_bytes(max_rows); forward() allocates nothing.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <span>
+
+#include "mvar/core/error.hpp"
+#include "mvar/core/parallel.hpp"
+#include "mvar/core/tensor_view.hpp"
+#include "mvar/core/workspace.hpp"
+#include "mvar/io/tensor_store.hpp"
+#include "mvar/kernels/activations.hpp"
+#include "mvar/kernels/linear.hpp"
+#include "mvar/kernels/norm.hpp"
+#include "mvar/model/config.hpp"
+#include "mvar/model/weights.hpp"
+
+namespace mvar {
+
+/// What a block hands to the attention policy: q̂, k̂, v of the step's tokens inside qkv
+/// ([R·n, 3C]: q at columns [0, C), k̂ at [C, 2C), v at [2C, 3C); heads interleaved), and
+/// where to write the attention output ([R·n, C], heads concatenated head-major).
+struct AttentionCall {
+  int block = 0;   // block index
+  int scale = 0;   // step s
+  int rows = 0;    // R
+  int side = 0;    // pn_s (tokens n = side²)
+  int heads = 0, head_dim = 0;
+  TensorView<const float, 2> qkv;
+  TensorView<float, 2> out;
+
+  int tokens() const { return side * side; }
+  int width() const { return heads * head_dim; }
+  /// q̂ (part 0), k̂ (1) or v (2) as a [R, n, heads, head_dim] view.
+  TensorView<const float, 4> part(int which) const {
+    const std::ptrdiff_t C = width(), n = tokens();
+    return TensorView<const float, 4>(qkv.data() + which * C, {rows, n, heads, head_dim}, {n * qkv.stride(0), qkv.stride(0), head_dim, 1});
+  }
+  /// The same as a [R, side, side, heads, head_dim] grid (row-major tokens).
+  TensorView<const float, 5> grid(int which) const {
+    const std::ptrdiff_t C = width(), n = tokens(), rs = qkv.stride(0);
+    return TensorView<const float, 5>(qkv.data() + which * C, {rows, side, side, heads, head_dim},
+                                      {n * rs, side * rs, rs, head_dim, 1});
+  }
+  TensorView<float, 4> out4() const {
+    const std::ptrdiff_t n = tokens();
+    return TensorView<float, 4>(out.data(), {rows, n, heads, head_dim}, {n * out.stride(0), out.stride(0), head_dim, 1});
+  }
+  TensorView<float, 5> out5() const {
+    const std::ptrdiff_t n = tokens(), rs = out.stride(0);
+    return TensorView<float, 5>(out.data(), {rows, side, side, heads, head_dim}, {n * rs, side * rs, rs, head_dim, 1});
+  }
+};
+
+/// Optional observation points (tests, teacher forcing, debugging). Views are valid during the call.
+struct ForwardHooks {
+  std::function<void(int scale, int block, TensorView<const float, 2> x)> after_block;
+};
+
+/// Per-generation conditioning: class embeddings and the AdaLN projections, which do not depend on
+/// the scale and are therefore computed once per image instead of once per step.
+struct Conditioning {
+  int rows = 0;
+  TensorView<float, 2> cond;      // [R, C]   class embedding (also the step-0 token content)
+  TensorView<float, 2> ada;       // [depth·R, 6C]: block i rows [i·R, (i+1)·R)
+  TensorView<float, 2> head_ada;  // [R, 2C]
+};
+
+template <ModelConfig Cfg>
+class Transformer {
+  static_assert(Cfg.heads >= 1 && Cfg.width % Cfg.heads == 0, "ModelConfig: width must be a multiple of heads");
+  static_assert(Cfg.depth >= 1, "ModelConfig: depth must be at least 1");
+  static_assert(Cfg.kernel % 2 == 1, "ModelConfig: the neighbourhood window must be odd");
+  static_assert(Cfg.valid(), "ModelConfig: invalid configuration (call Cfg.validate() for the reason)");
+
+ public:
+  static constexpr ModelConfig config = Cfg;
+  static constexpr int C = Cfg.width, H = Cfg.heads, HD = Cfg.head_dim(), F = Cfg.ffn_hidden(), V = Cfg.vocab;
+
+  explicit Transformer(const TensorStore& st) : w_(bind_transformer_weights(st, Cfg)) {}
+
+  const TransformerWeights& weights() const { return w_; }
+  std::size_t weight_bytes() const { return w_.bytes; }
+
+  /// Bytes of the Conditioning arrays for R rows.
+  static std::size_t conditioning_bytes(int R) {
+    return Workspace::round(sizeof(float) * std::size_t(R) * C) * 2 +
+           Workspace::round(sizeof(float) * std::size_t(Cfg.depth) * R * 6 * C) + Workspace::round(sizeof(float) * std::size_t(R) * 2 * C);
+  }
+  /// Scratch bytes one forward() over at most `max_rows` (= R·n) token rows needs.
+  static std::size_t workspace_bytes(std::ptrdiff_t max_rows) {
+    const std::size_t r = std::size_t(max_rows);
+    return Workspace::round(4 * r * C) * 2 /*h, attn*/ + Workspace::round(4 * r * 3 * C) + Workspace::round(4 * r * F) + 4 * kAlignment;
+  }
+
+  /// Class embeddings of `labels` (num_classes = null class) and all AdaLN projections.
+  Conditioning condition(ThreadPool& pool, std::span<const int> labels, Workspace& ws) const {
+    const int R = int(labels.size());
+    Conditioning c;
+    c.rows = R;
+    c.cond = TensorView<float, 2>(ws.take<float>(std::size_t(R) * C), {R, C});
+    auto silu_c = TensorView<float, 2>(ws.take<float>(std::size_t(R) * C), {R, C});
+    c.ada = TensorView<float, 2>(ws.take<float>(std::size_t(Cfg.depth) * R * 6 * C), {Cfg.depth * R, 6 * C});
+    c.head_ada = TensorView<float, 2>(ws.take<float>(std::size_t(R) * 2 * C), {R, 2 * C});
+    for (int r = 0; r < R; ++r) {
+      if (labels[r] < 0 || labels[r] > Cfg.num_classes)
+        throw Error(concat("class label ", labels[r], " is out of range [0, ", Cfg.num_classes, "]"));
+      std::memcpy(c.cond.row(r), w_.class_emb + std::size_t(labels[r]) * C, sizeof(float) * C);
+      std::memcpy(silu_c.row(r), c.cond.row(r), sizeof(float) * C);
+    }
+    silu_inplace({silu_c.data(), std::size_t(R) * C});
+    for (int i = 0; i < Cfg.depth; ++i)
+      linear(pool, silu_c, w_.blocks[std::size_t(i)].ada.weight(), w_.blocks[std::size_t(i)].ada.b, c.ada.slice(0, i * R, (i + 1) * R));
+    linear(pool, silu_c, w_.head_ada.weight(), w_.head_ada.b, c.head_ada);
+    return c;
+  }
+
+  /// Step-0 input: x[r] = cond[r] + pos_start + lvl_embed[0] + pos_1LC[0]   (x: [R, C]).
+  void embed_first(const Conditioning& c, int R, TensorView<float, 2> x) const {
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < C; ++j) x(r, j) = c.cond(r, j) + w_.pos_start[j] + (w_.lvl_embed[j] + w_.pos_1LC[j]);
+  }
+
+  /// Step-s input of one image: x[n, C] = word_embed(z[n, cvae]) + lvl_embed[s] + pos_1LC[begin_s + t].
+  void embed_scale(ThreadPool& pool, int s, TensorView<const float, 2> z, TensorView<float, 2> x) const {
+    linear(pool, z, w_.word_embed.weight(), w_.word_embed.b, x);
+    const int n = Cfg.patch_nums.tokens(s), b0 = Cfg.patch_nums.begin(s);
+    for (int t = 0; t < n; ++t)
+      for (int j = 0; j < C; ++j) x(t, j) += w_.lvl_embed[std::size_t(s) * C + j] + w_.pos_1LC[std::size_t(b0 + t) * C + j];
+  }
+
+  /// Runs every block on x ([R·n, C], in place) for step s, then the head into logits
+  /// ([R·n, V]) if logits is non-empty. `attend(const AttentionCall&)` computes attention.
+  template <class Attend>
+  void forward(ThreadPool& pool, int s, const Conditioning& c, int R, TensorView<float, 2> x, Attend&& attend,
+               TensorView<float, 2> logits, Workspace& ws, const ForwardHooks* hooks = nullptr) const {
+    const int side = Cfg.patch_nums[s], n = side * side;
+    const std::ptrdiff_t M = std::ptrdiff_t(R) * n;
+    MVAR_ASSERT(x.extent(0) == M && x.extent(1) == C && R <= c.rows);
+    const auto mark = ws.mark();
+    TensorView<float, 2> h(ws.take<float>(std::size_t(M) * C), {M, C});
+    TensorView<float, 2> att(ws.take<float>(std::size_t(M) * C), {M, C});
+    TensorView<float, 2> qkv(ws.take<float>(std::size_t(M) * 3 * C), {M, 3 * C});
+    TensorView<float, 2> ffn(ws.take<float>(std::size_t(M) * F), {M, F});
+
+    // x ← x + g ⊙ y row-block-wise: g is image r's gate.
+    auto gated_add = [&](TensorView<const float, 2> y, int gate_chunk, int block) {
+      for (int r = 0; r < R; ++r) {
+        const float* g = c.ada.row(block * c.rows + r) + gate_chunk * C;
+        for (int t = 0; t < n; ++t) {
+          float* xr = x.row(std::ptrdiff_t(r) * n + t);
+          const float* yr = y.row(std::ptrdiff_t(r) * n + t);
+          for (int j = 0; j < C; ++j) xr[j] += g[j] * yr[j];
+        }
+      }
+    };
+    // h ← LN(x) ⊙ (1 + scale) + shift with image r's (scale, shift) chunks.
+    auto norm_modulate = [&](int scale_chunk, int shift_chunk, int block, const TensorView<float, 2>& ada, int ada_rows) {
+      layer_norm(x, h);
+      for (int r = 0; r < R; ++r) {
+        const float* a = ada.row(block * ada_rows + r);
+        modulate(h.slice(0, std::ptrdiff_t(r) * n, std::ptrdiff_t(r + 1) * n), a + scale_chunk * C, a + shift_chunk * C,
+                 h.slice(0, std::ptrdiff_t(r) * n, std::ptrdiff_t(r + 1) * n));
+      }
+    };
+
+    for (int i = 0; i < Cfg.depth; ++i) {
+      const BlockWeights& bw = w_.blocks[std::size_t(i)];
+      // AdaLN chunks: 0 gamma1, 1 gamma2, 2 scale1, 3 scale2, 4 shift1, 5 shift2 (SPEC §1.4).
+      norm_modulate(2, 4, i, c.ada, c.rows);
+      linear(pool, h, bw.qkv.weight(), bw.qkv.b, qkv);
+      if (Cfg.attn_l2_norm) {
+        l2_normalize_heads(qkv.slice(1, 0, C), H, bw.q_mult.data());
+        l2_normalize_heads(qkv.slice(1, C, 2 * C), H, nullptr);
+      }
+      AttentionCall call{i, s, R, side, H, HD, qkv, att};
+      attend(call);
+      linear(pool, att, bw.proj.weight(), bw.proj.b, h);
+      gated_add(h, 0, i);
+      norm_modulate(3, 5, i, c.ada, c.rows);
+      linear(pool, h, bw.fc1.weight(), bw.fc1.b, ffn);
+      gelu_tanh_inplace({ffn.data(), std::size_t(M) * F});
+      linear(pool, ffn, bw.fc2.weight(), bw.fc2.b, att);
+      gated_add(att, 1, i);
+      if (hooks && hooks->after_block) hooks->after_block(s, i, x);
+    }
+    if (logits.size() > 0) {
+      // Head: [scale | shift] = head_ada (chunk 0 scale, chunk 1 shift), SPEC §1.7.
+      norm_modulate(0, 1, 0, c.head_ada, c.rows);
+      linear(pool, h, w_.head.weight(), w_.head.b, logits);
+    }
+    ws.release(mark);
+  }
+
+ private:
+  TransformerWeights w_;
+};
+
+}  // namespace mvar

@@ -1,0 +1,74 @@
+// mvar/sampling/top_k_top_p.hpp — the official top-k / top-p masking (SPEC §1.10) and the draw.
+//
+// top-k: θ = the k-th largest logit; every logit strictly below θ becomes −inf (ties with θ
+// survive, so more than k may remain). top-p (after top-k): sort ascending, softmax, running sum
+// c_j; remove every sorted position with c_j ≤ 1 − p except the last (largest). Both in float32
+// like the reference. The draw is one categorical sample from softmax(masked logits) by inverse
+// CDF with one uniform number.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <vector>
+
+namespace mvar {
+
+/// Masks `logits` in place. top_k ≤ 0 or ≥ V disables top-k; top_p ≥ 1 (or ≤ 0) disables top-p.
+/// `scratch` must hold V floats and `order` V ints (reused across calls, no allocation).
+inline void top_k_top_p_mask(std::span<float> logits, int top_k, float top_p, std::span<float> scratch,
+                             std::span<std::int32_t> order) {
+  const std::size_t V = logits.size();
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (top_k > 0 && std::size_t(top_k) < V) {
+    std::copy(logits.begin(), logits.end(), scratch.begin());
+    std::nth_element(scratch.begin(), scratch.begin() + (top_k - 1), scratch.begin() + std::ptrdiff_t(V), std::greater<float>());
+    const float theta = scratch[std::size_t(top_k - 1)];
+    for (auto& l : logits)
+      if (l < theta) l = kNegInf;
+  }
+  if (top_p > 0.0f && top_p < 1.0f) {
+    // Entries already at −inf have probability 0, so their running sum is 0 ≤ 1 − p: the
+    // reference removes them too. Sorting only the finite survivors gives the same mask.
+    std::size_t m = 0;
+    for (std::size_t v = 0; v < V; ++v)
+      if (logits[v] != kNegInf) order[m++] = std::int32_t(v);
+    std::stable_sort(order.begin(), order.begin() + std::ptrdiff_t(m),
+                     [&](std::int32_t a, std::int32_t b) { return logits[std::size_t(a)] < logits[std::size_t(b)]; });
+    if (m == 0) return;
+    const float mx = logits[std::size_t(order[m - 1])];
+    float sum = 0.f;
+    for (std::size_t j = 0; j < m; ++j) sum += (scratch[j] = std::exp(logits[std::size_t(order[j])] - mx));
+    const float limit = float(1.0 - double(top_p));
+    float c = 0.f;
+    for (std::size_t j = 0; j + 1 < m; ++j) {
+      c += scratch[j] / sum;
+      if (c <= limit) logits[std::size_t(order[j])] = kNegInf;
+    }
+  }
+}
+
+/// Draws index v with probability softmax(logits)[v], using uniform u ∈ [0, 1).
+inline std::int32_t sample_categorical(std::span<const float> logits, double u) {
+  float mx = -std::numeric_limits<float>::infinity();
+  std::size_t arg = 0;
+  for (std::size_t v = 0; v < logits.size(); ++v)
+    if (logits[v] > mx) mx = logits[v], arg = v;
+  double total = 0;
+  for (float l : logits) total += std::exp(double(l) - mx);
+  const double target = u * total;
+  double c = 0;
+  std::size_t last_positive = arg;
+  for (std::size_t v = 0; v < logits.size(); ++v) {
+    const double p = std::exp(double(logits[v]) - mx);
+    if (p > 0) last_positive = v;
+    c += p;
+    if (c > target && p > 0) return std::int32_t(v);
+  }
+  return std::int32_t(last_positive);  // rounding left u·total at the very top
+}
+
+}  // namespace mvar

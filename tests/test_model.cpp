@@ -1,0 +1,164 @@
+// Transformer: teacher-forced parity with the official code's traces (VAR and MVAR), binding
+// strictness, and the parameter count of the d16 preset.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "fixtures_path.hpp"
+#include "model_test_util.hpp"
+#include "mvar/io/safetensors.hpp"
+#include "mvar/model/transformer.hpp"
+#include "mvar/sampling/trajectory.hpp"
+
+using namespace mvar;
+using mvar::test::kLogitAtol;
+
+namespace {
+
+using Tiny = Transformer<presets::tiny>;
+
+// Runs the whole pyramid teacher-forced on the trace's own inputs x_in.s{s} and compares the
+// inputs we build, every block output, every row's log-sum-exp and the stored logit rows.
+template <class Trajectory>
+void check_trace(const std::string& trace_name) {
+  const auto w = test::load_fixture("tiny.transformer.safetensors");
+  const auto tr = test::load_fixture(trace_name);
+  Tiny model(w);
+  Trajectory traj(Tiny::config);
+  ThreadPool pool(2);
+  const auto labels64 = tr.at("labels").to_int();
+  const int B = int(labels64.size()), R = 2 * B;
+  std::vector<int> labels;
+  for (auto l : labels64) labels.push_back(int(l));
+  for (int b = 0; b < B; ++b) labels.push_back(presets::tiny.num_classes);
+
+  const auto& pn = presets::tiny.patch_nums;
+  Workspace ws(Tiny::conditioning_bytes(R) + Tiny::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
+               Workspace::round(4ul * R * pn.max_tokens() * (Tiny::C + Tiny::V)) + 4096);
+  auto cond = model.condition(pool, labels, ws);
+  traj.begin(R);
+  for (int s = 0; s < pn.size(); ++s) {
+    CAPTURE(s);
+    const int n = pn.tokens(s);
+    const auto want_x = tr.at(concat("x_in.s", s)).to_float();
+    REQUIRE(want_x.size() == std::size_t(R) * n * Tiny::C);
+    const auto mark = ws.mark();
+    TensorView<float, 2> x(ws.take<float>(std::size_t(R) * n * Tiny::C), {R * n, Tiny::C});
+    TensorView<float, 2> logits(ws.take<float>(std::size_t(R) * n * Tiny::V), {R * n, Tiny::V});
+    // Our own embedding of this step's input.
+    if (s == 0) {
+      model.embed_first(cond, R, x);
+    } else {
+      const auto z_chw = tr.at(concat("next_in.s", s - 1)).to_float();  // (B, cvae, pn, pn)
+      std::vector<float> z(std::size_t(n) * presets::tiny.cvae);
+      for (int b = 0; b < B; ++b) {
+        for (int t = 0; t < n; ++t)
+          for (int c = 0; c < presets::tiny.cvae; ++c) z[std::size_t(t) * presets::tiny.cvae + c] = z_chw[(std::size_t(b) * presets::tiny.cvae + c) * n + t];
+        model.embed_scale(pool, s, TensorView<const float, 2>(z.data(), {n, presets::tiny.cvae}), x.slice(0, b * n, (b + 1) * n));
+        std::memcpy(x.row((B + b) * n), x.row(b * n), sizeof(float) * std::size_t(n) * Tiny::C);
+      }
+    }
+    CHECK(test::max_abs_diff(x.data(), want_x.data(), want_x.size()) <= kLogitAtol);
+    std::memcpy(x.data(), want_x.data(), want_x.size() * sizeof(float));  // teacher-force the input
+
+    ForwardHooks hooks;
+    hooks.after_block = [&](int scale, int block, TensorView<const float, 2> h) {
+      const auto want = tr.at(concat("h.s", scale, ".b", block)).to_float();
+      CAPTURE(block);
+      CHECK(test::max_abs_diff(h.data(), want.data(), want.size()) <= kLogitAtol);
+    };
+    model.forward(pool, s, cond, R, x, [&](const AttentionCall& c) { traj.attend(pool, c); }, logits, ws, &hooks);
+
+    const auto lse = tr.at(concat("lse_raw.s", s)).to_float();  // (R, n)
+    double worst = 0;
+    for (int r = 0; r < R * n; ++r)
+      worst = std::max(worst, std::fabs(test::logsumexp(logits.row(r), Tiny::V) - lse[std::size_t(r)]));
+    CHECK(worst <= kLogitAtol);
+    const auto tok = tr.at(concat("logit_tok.s", s)).to_int();
+    const auto lc = tr.at(concat("logits_cond.s", s)).to_float(), lu = tr.at(concat("logits_uncond.s", s)).to_float();
+    for (std::size_t i = 0; i < tok.size(); ++i) {
+      CHECK(test::max_abs_diff(logits.row(tok[i]), lc.data() + i * Tiny::V, Tiny::V) <= kLogitAtol);
+      CHECK(test::max_abs_diff(logits.row(B * n + tok[i]), lu.data() + i * Tiny::V, Tiny::V) <= kLogitAtol);
+    }
+    ws.release(mark);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("MVAR transformer matches the official trace, teacher-forced", "[model][fixtures]") {
+  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors");
+}
+
+TEST_CASE("VAR transformer (KV cache) matches the official trace, teacher-forced", "[model][fixtures]") {
+  check_trace<FullPrefix>("var_tiny.trace.safetensors");
+}
+
+TEST_CASE("ModelConfig: presets, parameter counts, validation", "[model][config]") {
+  STATIC_REQUIRE(presets::d16.parameters() == 310'283'520);
+  STATIC_REQUIRE(presets::d20.parameters() == 600'917'136);
+  STATIC_REQUIRE(presets::d24.parameters() == 1'033'399'360);
+  STATIC_REQUIRE(presets::d30.parameters() == 2'010'020'356);
+  STATIC_REQUIRE(presets::d16.seq_len() == 680);
+  STATIC_REQUIRE(presets::d16.patch_nums.begin(9) == 424);
+  ModelConfig bad = presets::tiny;
+  bad.heads = 3;
+  REQUIRE(std::string(bad.validate()).find("multiple of heads") != std::string::npos);
+  bad = presets::tiny;
+  bad.kernel = 17;  // wider than the 13×13 scale at refine_step 8
+  REQUIRE(std::string(bad.validate()).find("kernel wide") != std::string::npos);
+}
+
+TEST_CASE("Weight binding is strict and lists every problem", "[model][binding]") {
+  const auto w = test::load_fixture("tiny.transformer.safetensors");
+  // Rebuild the file with one tensor missing, one mis-shaped and one extra.
+  std::vector<TensorToWrite> out;
+  std::vector<std::vector<float>> keep;
+  for (const auto& t : w.tensors()) {
+    if (t.name == "blocks.1.ffn.fc2.bias") continue;
+    auto shape = t.shape;
+    std::span<const std::byte> bytes(t.data, t.nbytes);
+    if (t.name == "head.bias") {
+      shape = {t.shape[0] - 1};
+      bytes = bytes.first(bytes.size() - 4);
+    }
+    out.push_back({t.name, t.dtype, shape, bytes});
+  }
+  std::vector<float> extra(3, 0.f);
+  out.push_back(tensor_to_write<float>("blocks.0.attn.extra", DType::F32, {3}, extra));
+  const auto path = (std::filesystem::temp_directory_path() / "mvar_bad_binding.safetensors").string();
+  save_safetensors(path, out);
+  const auto bad = load_safetensors(path);
+  try {
+    Tiny m(bad);
+    FAIL("binding accepted a broken file");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains("3 problem(s)"));
+    CHECK_THAT(msg, Catch::Contains("missing 'blocks.1.ffn.fc2.bias' (128,)"));
+    CHECK_THAT(msg, Catch::Contains("'head.bias' has shape (4095,), expected (4096,)"));
+    CHECK_THAT(msg, Catch::Contains("unexpected tensor 'blocks.0.attn.extra'"));
+  }
+  // The right file for a different preset says which model it holds.
+  try {
+    Transformer<presets::d16> m(w);
+    FAIL("d16 accepted the tiny file");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("depth-2, width-128, 2-head model"));
+  }
+  std::filesystem::remove(path);
+}
+
+#include "random_weights.hpp"
+
+TEST_CASE("The d16 preset binds a full-size random checkpoint: 310,283,520 parameters", "[model][d16]") {
+  const auto st = test::random_transformer(presets::d16);
+  std::int64_t params = 0;
+  for (const auto& t : st.tensors())
+    if (t.name != "lvl_1L" && t.name.find("zero_k_bias") == std::string::npos) params += t.numel();
+  REQUIRE(params == 310'283'520);
+  Transformer<presets::d16> m(st);
+  REQUIRE(m.weight_bytes() == std::size_t(310'283'520) * 4);  // float32, every parameter bound once
+}

@@ -1,0 +1,103 @@
+// Sampling pieces: top-k/top-p masks against the official masking (units fixtures), the draw's
+// distribution, the CFG mix against the traces' guided logits, and the counter-based RNG.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "fixtures_path.hpp"
+#include "model_test_util.hpp"
+#include "mvar/sampling/cfg.hpp"
+#include "mvar/sampling/rng.hpp"
+#include "mvar/sampling/top_k_top_p.hpp"
+
+using namespace mvar;
+
+TEST_CASE("top-k/top-p masks equal the official masking", "[sampling][fixtures]") {
+  const auto u = test::load_fixture("units.safetensors");
+  for (const char* name : {"k5", "p0.8", "k20_p0.9", "ties_k3"}) {
+    CAPTURE(name);
+    const auto in = u.at(concat("topkp.", name, ".in")).to_float();
+    const auto want = u.at(concat("topkp.", name, ".masked")).to_float();
+    const auto params = u.at(concat("topkp.", name, ".params")).to_float();
+    const auto& shape = u.at(concat("topkp.", name, ".in")).shape;
+    const std::size_t V = std::size_t(shape.back()), rows = in.size() / V;
+    std::vector<float> scratch(V);
+    std::vector<std::int32_t> order(V);
+    for (std::size_t r = 0; r < rows; ++r) {
+      std::vector<float> row(in.begin() + std::ptrdiff_t(r * V), in.begin() + std::ptrdiff_t((r + 1) * V));
+      const float top_p = params[1] > 0 ? params[1] : 1.0f;
+      top_k_top_p_mask(row, int(params[0]), top_p, scratch, order);
+      for (std::size_t v = 0; v < V; ++v) {
+        CAPTURE(r, v);
+        REQUIRE(std::isinf(row[v]) == std::isinf(want[r * V + v]));  // same survivors
+        if (!std::isinf(row[v])) REQUIRE(row[v] == want[r * V + v]);  // untouched values
+      }
+    }
+  }
+}
+
+TEST_CASE("top-k keeps ties at the threshold; greedy keeps the maximum only", "[sampling]") {
+  std::vector<float> l = {1, 5, 3, 5, 5, 2}, scratch(6);
+  std::vector<std::int32_t> order(6);
+  top_k_top_p_mask(l, 2, 1.0f, scratch, order);
+  REQUIRE(std::isinf(l[0]));
+  REQUIRE(l[1] == 5);
+  REQUIRE(l[3] == 5);
+  REQUIRE(l[4] == 5);  // three survive a top-2 because of the tie
+  std::vector<float> g = {0.5f, 2.0f, 1.0f};
+  top_k_top_p_mask(g, 1, 1.0f, scratch, order);
+  REQUIRE(sample_categorical(g, 0.0) == 1);
+  REQUIRE(sample_categorical(g, 0.999999) == 1);
+}
+
+TEST_CASE("the categorical draw follows softmax(logits)", "[sampling][statistics]") {
+  const std::vector<float> logits = {0.0f, std::log(2.0f), std::log(3.0f), -std::numeric_limits<float>::infinity()};
+  const CounterRng rng(123);
+  std::vector<int> count(4, 0);
+  const int N = 60000;
+  for (int i = 0; i < N; ++i) count[std::size_t(sample_categorical(logits, rng.uniform(0, 0, std::uint32_t(i))))]++;
+  REQUIRE(count[3] == 0);  // masked entries are never drawn
+  // Expected 1/6, 2/6, 3/6; binomial σ ≤ √(N/4) ≈ 122 → 5σ bands.
+  for (int v = 0; v < 3; ++v) REQUIRE(std::abs(count[std::size_t(v)] - N * (v + 1) / 6) < 5 * 122);
+}
+
+TEST_CASE("CFG mix reproduces the traces' guided logits bit for bit", "[sampling][fixtures]") {
+  for (const char* trace : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
+    CAPTURE(trace);
+    const auto tr = test::load_fixture(trace);
+    for (int s = 0; s < 10; ++s) {
+      CAPTURE(s);
+      const auto c = tr.at(concat("logits_cond.s", s)).to_float();
+      const auto u = tr.at(concat("logits_uncond.s", s)).to_float();
+      const auto want = tr.at(concat("logits_mixed.s", s)).to_float();
+      std::vector<float> got(c.size());
+      cfg_mix(c, u, cfg_weight(1.5f, s, 10), got);
+      REQUIRE(got == want);
+    }
+  }
+}
+
+TEST_CASE("counter-based RNG: deterministic, independent streams, uniform", "[sampling][rng]") {
+  const CounterRng a(7), b(7), c(8);
+  REQUIRE(a.uniform(3, 4, 5) == b.uniform(3, 4, 5));
+  REQUIRE(a.uniform(3, 4, 5) != c.uniform(3, 4, 5));
+  REQUIRE(a.uniform(3, 4, 5) != a.uniform(4, 4, 5));
+  REQUIRE(a.uniform(3, 4, 5) != a.uniform(3, 5, 5));
+  double sum = 0, sum2 = 0;
+  std::set<double> seen;
+  const int N = 100000;
+  for (int i = 0; i < N; ++i) {
+    const double x = a.uniform(0, 0, std::uint32_t(i));
+    REQUIRE(x >= 0.0);
+    REQUIRE(x < 1.0);
+    sum += x;
+    sum2 += x * x;
+    seen.insert(x);
+  }
+  REQUIRE(seen.size() == std::size_t(N));
+  REQUIRE(std::abs(sum / N - 0.5) < 0.005);              // σ of the mean = 0.29/√N ≈ 0.0009
+  REQUIRE(std::abs(sum2 / N - 1.0 / 3.0) < 0.005);
+}
