@@ -41,6 +41,7 @@ namespace mvar {
 
 namespace detail {
 
+
 /// Key/value pointers of one query's keys, visited in order: next() advances and returns them.
 template <class S>
 concept KeyStream = requires(S s, const float*& kp, const float*& vp) { s.next(kp, vp); };
@@ -134,6 +135,9 @@ class QueryAccumulator {
   /// exp, rescale) overlaps the other's independent dot products. Same arithmetic per query as
   /// consume(), so the bits do not depend on which path ran.
   template <KeyStream KeysA, KeyStream KeysB>
+#if defined(__GNUC__)
+  [[gnu::always_inline]]  // inlined into attend_query_pair, the accumulators stay in registers
+#endif
   static void consume_pair(QueryAccumulator& a, KeysA& ka, QueryAccumulator& b, KeysB& kb, std::ptrdiff_t n) {
     for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kSuperblock * L) {
       const int nb = int(std::min<std::ptrdiff_t>(kSuperblock * L, n - j0));
@@ -378,9 +382,12 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
           // Common case (MVAR in-scale, VAR up to 256 keys at head_dim 64): pack once, one pass.
           detail::pack_rows<Arch>(&k(b, 0, h, 0), k.stride(1), Nk, D, pack);
           detail::pack_rows<Arch>(&v(b, 0, h, 0), v.stride(1), Nk, D, pack + Nk * D);
-          for (std::ptrdiff_t i = i0; i < i1; ++i)
-            detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk,
-                                                detail::DenseKeys{pack, pack + Nk * D, D, D}, &out(b, i, h, 0));
+          const detail::DenseKeys keys{pack, pack + Nk * D, D, D};
+          std::ptrdiff_t i = i0;
+          for (; i + 1 < i1; i += 2)  // query pairs, phase-interleaved (see attend_query_pair)
+            detail::attend_query_pair<HeadDim, Arch>(&q(b, i, h, 0), &q(b, i + 1, h, 0), scale, D, Nk, keys, keys,
+                                                     &out(b, i, h, 0), &out(b, i + 1, h, 0));
+          if (i < i1) detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk, keys, &out(b, i, h, 0));
         } else {
           // Long prefixes: stream packed key blocks past all queries of the chunk; the online
           // state of each query persists across blocks (same key order → same bits).
@@ -391,7 +398,12 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
             const auto nb = std::min(kblock, Nk - j0);
             detail::pack_rows<Arch>(&k(b, j0, h, 0), k.stride(1), nb, D, pack);
             detail::pack_rows<Arch>(&v(b, j0, h, 0), v.stride(1), nb, D, pack + nb * D);
-            for (std::ptrdiff_t i = i0; i < i1; ++i) {
+            std::ptrdiff_t i = i0;
+            for (; i + 1 < i1; i += 2) {
+              detail::DenseKeys ka{pack, pack + nb * D, D, D}, kb = ka;
+              Acc::consume_pair(acc[i - i0], ka, acc[i + 1 - i0], kb, nb);
+            }
+            if (i < i1) {
               detail::DenseKeys keys{pack, pack + nb * D, D, D};
               acc[i - i0].consume(keys, nb);
             }
