@@ -7,14 +7,17 @@
 // as strided views — token-major with heads interleaved, exactly as the qkv projection writes
 // them, so no layout copy is needed (only head_dim must be unit-stride).
 //
-// Inner loop (detail::attend_query, shared with neighborhood_attention.hpp): one query against a
-// stream of keys, in blocks of as many keys as a SIMD batch has lanes. The query and the output
-// accumulator stay in registers (vectorised over head_dim); each key's dot product is an FMA
-// chain over head_dim, and the batch-size dot products of a block are reduced together with one
+// Inner loop (detail::QueryAccumulator, shared with neighborhood_attention.hpp): one query
+// against a stream of keys, in batches of as many keys as a SIMD batch has lanes. The query and
+// the output accumulator stay in registers (vectorised over head_dim); each key's dot product is
+// an FMA chain over head_dim, and a batch's dot products are reduced together with one
 // transposing horizontal add (xsimd::haddp), so there is no per-key horizontal sum. Softmax is
-// online in fp32 (running max, rescaled sum and accumulator), so any number of keys needs no
-// scratch memory. Threading: chunks of (batch, head, block of kQueryBlock queries), fixed by the
-// problem size; every output row is written by one chunk → identical bits for any thread count.
+// online in fp32 (running max, rescaled sum and accumulator) over superblocks of 4 batches. Two
+// queries run phase-interleaved. Each chunk packs the keys/values it reuses into a dense stack
+// buffer (the qkv rows are 3C floats apart and would alias in L1); prefixes longer than the
+// buffer stream through it block by block. Threading: chunks of (batch, block of kQueryBlock
+// queries, head), fixed by the problem size; every output row is written by one chunk →
+// identical bits for any thread count.
 //
 // Template parameters:
 //   HeadDim — head_dim fixed at compile time (a multiple of the batch size; 32/64/128 are

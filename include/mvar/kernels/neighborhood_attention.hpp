@@ -8,13 +8,15 @@
 // a token t = row·W + col of the model's [B, N, 3C] qkv buffer); head_dim must be unit-stride.
 //
 // Computation: per query, its kernel² keys are streamed row by row of the window into the same
-// register-blocked online-softmax loop as full attention (detail::attend_query in
-// attention.hpp: vectorised over head_dim, fp32, no per-key horizontal sum). Queries are
-// processed in tiles of kTileRows × kTileCols grid cells: a tile's queries share all but a
-// border of their windows, so a tile touches (kTileRows + k − 1)·(kTileCols + k − 1) keys, which
-// stay in L1/L2 while the tile runs. Threading: one chunk per (batch, head, tile); the tiling
-// depends only on the grid, and every output row is written by one chunk → identical bits for
-// any thread count.
+// register-blocked online-softmax loop as full attention (detail::QueryAccumulator in
+// attention.hpp: vectorised over head_dim, fp32, no per-key horizontal sum), two neighbouring
+// queries at a time with their phases interleaved. Queries are processed in tiles of
+// kTileRows × kTileCols grid cells: a tile's queries share all but a border of their windows, so
+// the chunk copies the tile's (kTileRows + k − 1)·(kTileCols + k − 1) keys and values once into
+// a dense stack buffer (the model's qkv rows are 12 KiB apart, which would alias in L1) and
+// reads them from there through a per-tile offset table. Threading: one chunk per (batch, tile,
+// head); the tiling depends only on the problem, and every output row is written by one chunk
+// with the same arithmetic whatever the tiling → identical bits for any thread count.
 #pragma once
 
 #include <algorithm>
