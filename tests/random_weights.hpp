@@ -87,3 +87,57 @@ inline TensorStore random_transformer(const ModelConfig& cfg, std::uint64_t seed
 }
 
 }  // namespace mvar::test
+
+#include "mvar/model/vae_config.hpp"
+
+namespace mvar::test {
+
+/// A random VQVAE checkpoint (quantizer + post_quant_conv + decoder, official names, SPEC §2.3).
+inline TensorStore random_vae(const VaeConfig& v, std::uint64_t seed = 2) {
+  RandomStoreBuilder b(seed);
+  const std::int64_t E = v.cvae;
+  auto conv = [&](const std::string& p, std::int64_t out, std::int64_t in, std::int64_t k) {
+    b.add(p + ".weight", {out, in, k, k}, 1.0f / std::sqrt(float(in * k * k)));
+    b.add(p + ".bias", {out});
+  };
+  auto norm = [&](const std::string& p, std::int64_t c) {
+    b.add(p + ".weight", {c}, 0.2f);
+    b.add(p + ".bias", {c});
+  };
+  auto resblock = [&](const std::string& p, std::int64_t in, std::int64_t out) {
+    norm(p + ".norm1", in);
+    conv(p + ".conv1", out, in, 3);
+    norm(p + ".norm2", out);
+    conv(p + ".conv2", out, out, 3);
+    if (in != out) conv(p + ".nin_shortcut", out, in, 1);
+  };
+  auto attn = [&](const std::string& p, std::int64_t c) {
+    norm(p + ".norm", c);
+    conv(p + ".qkv", 3 * c, c, 1);
+    conv(p + ".proj_out", c, c, 1);
+  };
+  b.add("quantize.embedding.weight", {v.vocab, E}, 1.0f);
+  for (int k = 0; k < v.n_phi; ++k) conv("quantize.quant_resi.qresi_ls." + std::to_string(k), E, E, 3);
+  conv("post_quant_conv", E, E, 3);
+  const int levels = v.levels();
+  std::int64_t c = std::int64_t(v.ch) * v.ch_mult.back();
+  conv("decoder.conv_in", c, E, 3);
+  resblock("decoder.mid.block_1", c, c);
+  if (v.using_mid_sa) attn("decoder.mid.attn_1", c);
+  resblock("decoder.mid.block_2", c, c);
+  for (int L = levels - 1; L >= 0; --L) {
+    const std::int64_t out = std::int64_t(v.ch) * v.ch_mult[std::size_t(L)];
+    const std::string p = "decoder.up." + std::to_string(L);
+    for (int j = 0; j <= v.num_res_blocks; ++j) {
+      resblock(p + ".block." + std::to_string(j), c, out);
+      c = out;
+      if (L == levels - 1 && v.using_sa) attn(p + ".attn." + std::to_string(j), c);
+    }
+    if (L != 0) conv(p + ".upsample.conv", c, c, 3);
+  }
+  norm("decoder.norm_out", c);
+  conv("decoder.conv_out", 3, c, 3);
+  return b.build("<random vae>");
+}
+
+}  // namespace mvar::test

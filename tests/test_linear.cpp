@@ -31,6 +31,18 @@ double fp32_bound(Index K, double abs_sum) {
   return n * kUnitRoundoff / (1 - n * kUnitRoundoff) * abs_sum;
 }
 
+// bf16 budget (PackedLinear, Precision::BF16): x and w are each rounded to bf16 (8 significant
+// bits, round to nearest even: relative error ≤ u_bf16 = 2⁻⁸), so each product is off by
+// ≤ ((1 + u_bf16)² − 1)·|x·w|; the products (exact in fp32: 8 × 8 significant bits) are then
+// summed in fp32 (γ_{K+1} as above, on magnitudes ≤ (1 + u_bf16)²·|x·w|). Rigorous again; a
+// dropped product errs by ~Σ|terms|/K, above this budget (≈ 7.8e-3) only for K < 128 — so the
+// sharp bf16 shapes keep K ≤ 64; the d16 shapes (K = 1024, 4096) check the bound only.
+constexpr double kBf16Roundoff = 0x1p-8;
+double bf16_bound(Index K, double abs_sum) {
+  const double g = (1 + kBf16Roundoff) * (1 + kBf16Roundoff);
+  return (g - 1) * abs_sum + fp32_bound(K, g * abs_sum);
+}
+
 struct Problem {
   Index M, K, N, ldx, ldw, ldy, offset;  // offset: elements added to each base pointer (misalign)
   bool with_bias;
@@ -55,7 +67,7 @@ struct Problem {
 };
 
 // Checks y against the reference and that nothing outside the view was written.
-void check(Problem& p) {
+void check(Problem& p, bool bf16 = false) {
   std::vector<double> want(std::size_t(p.M * p.N)), scale(want.size());
   TensorView<double, 2> wv(want.data(), {p.M, p.N}), sv(scale.data(), {p.M, p.N});
   mvar::ref::linear(p.x(), p.w(), p.bias(), wv, &sv);
@@ -65,7 +77,7 @@ void check(Problem& p) {
   for (Index m = 0; m < p.M; ++m)
     for (Index n = 0; n < p.N; ++n) {
       const double err = std::fabs(double(y(m, n)) - wv(m, n));
-      const double tol = fp32_bound(p.K, sv(m, n));
+      const double tol = bf16 ? bf16_bound(p.K, sv(m, n)) : fp32_bound(p.K, sv(m, n));
       if (!(err <= tol)) ++bad;  // also catches NaN (unwritten)
       worst = std::max(worst, err / std::max(tol, 1e-300));
     }
@@ -82,42 +94,63 @@ void check(Problem& p) {
 
 }  // namespace
 
+// The two entry points: linear() on weights in place, PackedLinear (packed at construction).
+enum class Impl { Linear, Packed, PackedWorkspace };
+
+void run(Impl impl, mvar::ThreadPool& pool, Problem& p) {
+  switch (impl) {
+    case Impl::Linear: mvar::linear(pool, p.x(), p.w(), p.bias(), p.y()); break;
+    case Impl::Packed: mvar::PackedLinear(p.w(), p.bias())(pool, p.x(), p.y()); break;
+    case Impl::PackedWorkspace: {
+      const mvar::PackedLinear layer(p.w(), p.bias());
+      mvar::Workspace ws(layer.workspace_bytes(p.M));
+      layer(pool, ws, p.x(), p.y());
+      REQUIRE(ws.used() == 0);  // scratch given back
+      REQUIRE(ws.high_water() <= ws.capacity());
+      break;
+    }
+  }
+}
+
 TEST_CASE("linear == double reference over shapes", "[kernels][linear]") {
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
   const Index M = GENERATE(1, 2, 3, 7, 8, 31, 50, 128, 200, 512);
   const Index K = GENERATE(1, 5, 32, 128, 1024, 1031);
   const Index N = GENERATE(1, 3, 64, 100, 384, 1025);
   const bool bias = (M + K + N) % 2 == 0;  // half the shapes with bias, half without
-  CAPTURE(M, K, N, bias);
+  CAPTURE(int(impl), M, K, N, bias);
   Problem p(M, K, N, bias, unsigned(M * 1000003 + K * 1009 + N));
   mvar::ThreadPool pool(2);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   check(p);
 }
 
 TEST_CASE("linear on strided, misaligned views", "[kernels][linear]") {
-  const Index M = GENERATE(1, 5, 50, 130);
+  const Index M = GENERATE(1, 5, 50, 130, 300);  // 300: linear() packs W per call
   const Index K = GENERATE(7, 128, 300);
   const Index N = GENERATE(3, 97, 260);
   const Index pad = GENERATE(1, 3, 16);
   const Index off = GENERATE(1, 3);  // 4 or 12 bytes past 64-byte alignment
   const bool bias = GENERATE(false, true);
-  CAPTURE(M, K, N, pad, off, bias);
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed, Impl::PackedWorkspace);
+  CAPTURE(int(impl), M, K, N, pad, off, bias);
   Problem p(M, K, N, bias, 7u, pad, off);
   mvar::ThreadPool pool(2);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   check(p);
 }
 
 TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear][determinism]") {
-  const Index M = GENERATE(2, 33, 200);
+  const Index M = GENERATE(2, 33, 200, 300);
   const Index K = GENERATE(129, 1024);
   const Index N = GENERATE(100, 1025);
-  CAPTURE(M, K, N);
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
+  CAPTURE(int(impl), M, K, N);
   std::vector<std::vector<float>> outs;
   for (int threads : {1, 2, 3}) {
     Problem p(M, K, N, true, 11u);
     mvar::ThreadPool pool(threads);
-    mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+    run(impl, pool, p);
     outs.push_back(p.ys);
   }
   REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
@@ -125,14 +158,65 @@ TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear
 }
 
 TEST_CASE("linear: K = 0 gives the bias, M = 0 and N = 0 do nothing", "[kernels][linear]") {
+  const Impl impl = GENERATE(Impl::Linear, Impl::Packed);
+  CAPTURE(int(impl));
   mvar::ThreadPool pool(2);
   Problem p(3, 0, 5, true, 1u);
-  mvar::linear(pool, p.x(), p.w(), p.bias(), p.y());
+  run(impl, pool, p);
   for (Index m = 0; m < 3; ++m)
     for (Index n = 0; n < 5; ++n) REQUIRE(p.y()(m, n) == p.bs[std::size_t(n)]);
   Problem q(0, 4, 5, true, 1u);
-  mvar::linear(pool, q.x(), q.w(), q.bias(), q.y());
+  run(impl, pool, q);
   Problem r(3, 4, 0, false, 1u);
-  mvar::linear(pool, r.x(), r.w(), r.bias(), r.y());
+  run(impl, pool, r);
   REQUIRE(std::isnan(r.ys[0]));
+}
+
+TEST_CASE("PackedLinear reports its shape and bytes", "[kernels][linear]") {
+  Problem p(2, 100, 33, true, 3u);
+  const mvar::PackedLinear layer(p.w(), p.bias());
+  REQUIRE(layer.in_features() == 100);
+  REQUIRE(layer.out_features() == 33);
+  REQUIRE(layer.precision() == mvar::Precision::F32);
+  // Packed weights are padded to whole panels of outputs; at least N·K floats + bias.
+  REQUIRE(layer.bytes() >= (33 * 100 + 33) * sizeof(float));
+  REQUIRE(layer.bytes() <= (33 + 64) * 100 * sizeof(float) + 33 * sizeof(float));
+}
+
+TEST_CASE("PackedLinear BF16 == double reference within the bf16 bound", "[kernels][linear][bf16]") {
+  const Index M = GENERATE(1, 2, 13, 14, 15, 50, 200);
+  const Index K = GENERATE(1, 2, 5, 32, 64);
+  const Index N = GENERATE(1, 31, 32, 33, 100);
+  const bool bias = (M + K + N) % 2 == 1;
+  CAPTURE(M, K, N, bias);
+  Problem p(M, K, N, bias, unsigned(M * 31 + K * 7 + N), /*pad=*/2, /*off=*/1);
+  const mvar::PackedLinear layer(p.w(), p.bias(), mvar::Precision::BF16);
+  mvar::ThreadPool pool(2);
+  layer(pool, p.x(), p.y());
+#if defined(MVAR_HAS_BF16_GEMM)
+  REQUIRE(layer.precision() == mvar::Precision::BF16);
+  REQUIRE(layer.bytes() < std::size_t(((N + 31) / 32 * 32) * (K + 1) * 2 + N * 4 + 64));  // 2 B/weight
+#else
+  REQUIRE(layer.precision() == mvar::Precision::F32);  // documented fallback
+#endif
+  check(p, layer.precision() == mvar::Precision::BF16);
+}
+
+TEST_CASE("PackedLinear BF16 on the d16 shapes: within the bound, same bits for 1/2/3 threads",
+          "[kernels][linear][bf16][determinism]") {
+  const Index M = GENERATE(2, 72, 512);
+  const Index K = GENERATE(1024, 4096);
+  CAPTURE(M, K);
+  const Index N = 1024 + 7;
+  std::vector<std::vector<float>> outs;
+  for (int threads : {1, 2, 3}) {
+    Problem p(M, K, N, true, 5u);
+    const mvar::PackedLinear layer(p.w(), p.bias(), mvar::Precision::BF16);
+    mvar::ThreadPool pool(threads);
+    layer(pool, p.x(), p.y());
+    outs.push_back(p.ys);
+    if (threads == 1) check(p, layer.precision() == mvar::Precision::BF16);
+  }
+  REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * sizeof(float)) == 0);
 }

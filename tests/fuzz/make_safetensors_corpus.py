@@ -85,7 +85,7 @@ def main(out):
     files["bad_float_extent"] = image({"t": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, bytes(8))
     files["bad_huge_extent"] = image({"t": {"dtype": "F32", "shape": [1 << 63], "data_offsets": [0, 8]}}, bytes(8))
     files["bad_shape_overflow"] = image({"t": {"dtype": "F32", "shape": [1 << 32, 1 << 32], "data_offsets": [0, 8]}}, bytes(8))
-    files["bad_zero_then_huge"] = image({"t": {"dtype": "F32", "shape": [0, 1 << 62, 1 << 62], "data_offsets": [0, 0]}})
+    files["valid_zero_extent_huge_dims"] = image({"t": {"dtype": "F32", "shape": [0, 1 << 62, 1 << 62], "data_offsets": [0, 0]}})
     files["bad_offsets_past_buffer"] = image({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8))
     files["bad_offsets_near_2_64"] = image({"t": {"dtype": "F32", "shape": [2], "data_offsets": [(1 << 64) - 8, (1 << 64) - 1]}}, bytes(8))
     files["bad_begin_after_end"] = image({"t": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, bytes(8))

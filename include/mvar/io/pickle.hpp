@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -71,13 +72,13 @@ class PickleTree {
   const PickleValue& operator[](std::uint32_t id) const { return values_[id]; }
   std::uint32_t root() const { return root_; }
   std::size_t size() const { return values_.size(); }
-  /// The value stored under string key `key` in dict `dict`, or nullptr.
-  const PickleValue* get(const PickleValue& dict, std::string_view key) const {
+  /// The id of the value stored under string key `key` in dict `dict`, or nullopt.
+  std::optional<std::uint32_t> get(const PickleValue& dict, std::string_view key) const {
     for (std::size_t k = 0; k + 1 < dict.items.size(); k += 2) {
       const PickleValue& kv = values_[dict.items[k]];
-      if (kv.kind == PickleKind::String && kv.s == key) return &values_[dict.items[k + 1]];
+      if (kv.kind == PickleKind::String && kv.s == key) return dict.items[k + 1];
     }
-    return nullptr;
+    return std::nullopt;
   }
   /// A short description for error messages: "str 'abc'", "int 3", "global 'os.system'", "tuple of 2".
   std::string describe(std::uint32_t id) const {
@@ -115,7 +116,7 @@ struct PickleHooks {
 };
 
 struct PickleLimits {
-  std::size_t max_values = std::size_t{1} << 24;  // arena entries (≤ 1 per opcode anyway)
+  std::size_t max_values = std::size_t{1} << 22;  // arena entries (≤ 1 per opcode; ~100 B each)
   std::size_t max_stack = std::size_t{1} << 20;   // stack entries, marks included
   std::size_t max_memo = std::size_t{1} << 20;    // highest memo index + 1
   int max_depth = 64;                             // nesting of tuples/lists/dicts
@@ -263,7 +264,7 @@ class Unpickler {
   }
   void global(const std::string& module, const std::string& name) {
     if (!hooks_.allow_global || !hooks_.allow_global(module, name))
-      throw fail(concat("GLOBAL '", module, ".", name, "' is not allowed"));
+      throw fail(concat("GLOBAL '", module.substr(0, 120), ".", name.substr(0, 120), "' is not allowed"));
     PickleValue v = PickleValue::make(PickleKind::Global);
     v.s = module + "." + name;
     push(std::move(v));

@@ -2,7 +2,8 @@
 // checkpoint layout, nn.Linear), read in place (no copies).
 //
 // Few rows (M ≤ kStreamMaxRows): the weight-streaming kernel of gemm_stream.hpp, bound by reading
-// W once. More rows: a single-threaded Eigen product per fixed-width column slab.
+// W once. More rows: the packed GEMM of gemm_packed.hpp (A packed once per call, W packed per
+// KC-block of each column chunk). PackedLinear packs W once at load time instead.
 //
 // Threading: the output columns are split into chunks whose width depends only on N, and each
 // output element is computed by one chunk with a reduction order fixed by K, so results are
@@ -11,31 +12,25 @@
 
 #include <algorithm>
 #include <cstddef>
-
-#include <Eigen/Core>
+#include <cstdint>
 
 #include "mvar/core/assert.hpp"
+#include "mvar/core/buffer.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
+#include "mvar/core/workspace.hpp"
+#include "mvar/kernels/gemm_bf16.hpp"
+#include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/gemm_stream.hpp"
 
 namespace mvar {
 
 namespace detail {
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstRowMap = Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
-using RowMap = Eigen::Map<RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
-inline ConstRowMap as_eigen(TensorView<const float, 2> v) {
-  MVAR_ASSERT(v.stride(1) == 1 || v.extent(1) <= 1);
-  return ConstRowMap(v.data(), v.extent(0), v.extent(1), Eigen::OuterStride<>(v.stride(0)));
-}
-inline RowMap as_eigen(TensorView<float, 2> v) {
-  MVAR_ASSERT(v.stride(1) == 1 || v.extent(1) <= 1);
-  return RowMap(v.data(), v.extent(0), v.extent(1), Eigen::OuterStride<>(v.stride(0)));
-}
-
-/// Rows up to which the streaming kernel is used.
-inline constexpr std::ptrdiff_t kStreamMaxRows = 64;
+/// Rows up to which linear() streams W in place; above, packing W per call pays off. Measured on
+/// the d16 shapes (one core, docs/performance_gemm.md): streaming beats pack-per-call + GEMM up to
+/// M = 200 (packing cold W costs ~0.3–0.4 ms per 4 MB), loses from M ≈ 338 on. PackedLinear,
+/// which packs at load time, beats both from M ≈ 8 on.
+inline constexpr std::ptrdiff_t kStreamMaxRows = 256;
 }  // namespace detail
 
 /// y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N] if non-null). y must not alias x or w. Unit stride
@@ -56,14 +51,138 @@ inline void linear(ThreadPool& pool, TensorView<const float, 2> x, TensorView<co
     });
     return;
   }
-  constexpr std::ptrdiff_t kSlab = 256;  // output columns per task
-  parallel_for(pool, N, kSlab, [&](std::ptrdiff_t n0, std::ptrdiff_t n1) {
-    auto ys = detail::as_eigen(y.slice(1, n0, n1));
-    ys.noalias() = detail::as_eigen(x) * detail::as_eigen(w.slice(0, n0, n1)).transpose();
-    if (bias)
-      for (std::ptrdiff_t r = 0; r < ys.rows(); ++r)
-        for (std::ptrdiff_t c = n0; c < n1; ++c) y(r, c) += bias[c];
+  if (K == 0) {
+    for (std::ptrdiff_t m = 0; m < M; ++m)
+      for (std::ptrdiff_t n = 0; n < N; ++n) y(m, n) = bias ? bias[n] : 0.0f;
+    return;
+  }
+  using Arch = xsimd::default_arch;
+  using T = detail::GemmTile<Arch>;
+  const std::ptrdiff_t panels_a = (M + T::MR - 1) / T::MR, panels_b = (N + T::NR - 1) / T::NR;
+  float* ap = detail::thread_scratch(0, std::size_t(panels_a * K * T::MR));
+  parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+    detail::pack_a<Arch>(x.data(), x.stride(0), M, K, i0, i1, ap);
+  });
+  const detail::BSource bs{nullptr, w.data(), w.stride(0)};
+  parallel_for(pool, panels_b, detail::gemm_grain_panels<Arch>(N), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+    detail::gemm_panels<Arch>(ap, M, K, bs, N, p0, p1, bias, y.data(), y.stride(0));
   });
 }
+
+/// Storage precision of a PackedLinear's weights. Accumulation is fp32 in both.
+enum class Precision {
+  F32,   ///< fp32 weights (4 bytes each)
+  BF16,  ///< bf16 weights and bf16-rounded activations, `vdpbf16ps` (2 bytes each); needs
+         ///< AVX512-BF16 at compile time, otherwise the layer is packed as F32
+};
+
+/// A dense layer whose weights are packed once (at load time) into the GEMM's panel layout:
+/// y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias). The layer owns copies of w (packed) and of bias.
+/// Results are identical for any pool size; with F32 they are not bitwise equal to linear()'s
+/// streaming path (a different summation order) but within the same fp32 bound.
+class PackedLinear {
+ public:
+  PackedLinear() = default;
+  /// w: [N, K] row-major with unit stride along K (any row stride, any alignment); bias: N
+  /// floats or null. Both may be released after construction.
+  PackedLinear(TensorView<const float, 2> w, const float* bias, Precision precision = Precision::F32)
+      : K_(w.extent(1)), N_(w.extent(0)), has_bias_(bias != nullptr) {
+    MVAR_ASSERT(w.stride(1) == 1 || w.extent(1) <= 1);
+#if defined(MVAR_HAS_BF16_GEMM)
+    if (precision == Precision::BF16) {
+      precision_ = Precision::BF16;
+      using B = detail::Bf16Tile;
+      const std::ptrdiff_t panels = (N_ + B::NR - 1) / B::NR, Kp = (K_ + 1) / 2;
+      wb_ = Buffer<std::uint16_t>(std::size_t(panels * Kp * 2 * B::NR));
+      for (std::ptrdiff_t p = 0; p < panels; ++p)
+        detail::pack_b_bf16_panel(w.data(), w.stride(0), N_, K_, p, wb_.data() + p * Kp * 2 * B::NR);
+    }
+#else
+    (void)precision;  // no AVX512-BF16 in this build: fp32 (precision() says so)
+#endif
+    if (precision_ == Precision::F32) {
+      const std::ptrdiff_t panels = (N_ + T::NR - 1) / T::NR;
+      w_ = Buffer<float>(std::size_t(panels * K_ * T::NR));
+      for (std::ptrdiff_t p = 0; p < panels; ++p)
+        detail::pack_b_panel<Arch>(w.data(), w.stride(0), N_, p, 0, K_, w_.data() + p * K_ * T::NR);
+    }
+    if (bias) {
+      b_ = Buffer<float>(std::size_t(N_));
+      std::copy(bias, bias + N_, b_.data());
+    }
+  }
+
+  /// y = x · wᵀ + bias. x: [M, K], y: [M, N], unit stride along the last axis, any row
+  /// strides; y must not alias x. Packing scratch: a per-thread buffer grown on first use.
+  void operator()(ThreadPool& pool, TensorView<const float, 2> x, TensorView<float, 2> y) const {
+    const std::ptrdiff_t panels_a = (x.extent(0) + T::MR - 1) / T::MR;
+    run(pool, detail::thread_scratch(0, std::size_t(panels_a * K_ * T::MR)), x, y);
+  }
+  /// Same, with the packing scratch (workspace_bytes(M) bytes) taken from ws and given back.
+  void operator()(ThreadPool& pool, Workspace& ws, TensorView<const float, 2> x, TensorView<float, 2> y) const {
+    const std::size_t mark = ws.mark();
+    const std::ptrdiff_t panels_a = (x.extent(0) + T::MR - 1) / T::MR;
+    run(pool, ws.take<float>(std::size_t(panels_a * K_ * T::MR)), x, y);
+    ws.release(mark);
+  }
+  /// Workspace bytes operator()(pool, ws, x, y) needs for M rows.
+  std::size_t workspace_bytes(std::ptrdiff_t M) const {
+    return Workspace::round(sizeof(float) * std::size_t((M + T::MR - 1) / T::MR * K_ * T::MR));
+  }
+
+  std::ptrdiff_t in_features() const { return K_; }
+  std::ptrdiff_t out_features() const { return N_; }
+  Precision precision() const { return precision_; }
+  /// Bytes held (packed weights incl. zero padding to a multiple of the panel width, and bias).
+  std::size_t bytes() const { return w_.bytes() + wb_.bytes() + b_.bytes(); }
+
+ private:
+  using Arch = xsimd::default_arch;
+  using T = detail::GemmTile<Arch>;
+
+  void run(ThreadPool& pool, float* ap, TensorView<const float, 2> x, TensorView<float, 2> y) const {
+    MVAR_ASSERT(x.extent(1) == K_ && y.extent(1) == N_ && y.extent(0) == x.extent(0));
+    MVAR_ASSERT(x.stride(1) == 1 || x.extent(1) <= 1);
+    MVAR_ASSERT(y.stride(1) == 1 || y.extent(1) <= 1);
+    const std::ptrdiff_t M = x.extent(0);
+    const float* bias = has_bias_ ? b_.data() : nullptr;
+    if (M == 0 || N_ == 0) return;
+    if (K_ == 0) {
+      for (std::ptrdiff_t m = 0; m < M; ++m)
+        for (std::ptrdiff_t n = 0; n < N_; ++n) y(m, n) = bias ? bias[n] : 0.0f;
+      return;
+    }
+#if defined(MVAR_HAS_BF16_GEMM)
+    if (precision_ == Precision::BF16) {
+      using B = detail::Bf16Tile;
+      static_assert(B::MR <= T::MR, "PackedLinear: bf16 A scratch must fit the fp32 reservation");
+      auto* ap32 = reinterpret_cast<std::uint32_t*>(ap);  // ⌈K/2⌉·MR u32 ≤ the K·MR floats reserved
+      const std::ptrdiff_t panels_a = (M + B::MR - 1) / B::MR, panels_b = (N_ + B::NR - 1) / B::NR;
+      parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+        detail::pack_a_bf16(x.data(), x.stride(0), M, K_, i0, i1, ap32);
+      });
+      parallel_for(pool, panels_b, std::max<std::ptrdiff_t>(1, (panels_b + 15) / 16),
+                   [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+                     detail::gemm_bf16_panels(ap32, M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0));
+                   });
+      return;
+    }
+#endif
+    const std::ptrdiff_t panels_a = (M + T::MR - 1) / T::MR, panels_b = (N_ + T::NR - 1) / T::NR;
+    parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+      detail::pack_a<Arch>(x.data(), x.stride(0), M, K_, i0, i1, ap);
+    });
+    const detail::BSource bs{w_.data(), nullptr, 0};
+    parallel_for(pool, panels_b, detail::gemm_grain_panels<Arch>(N_), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+      detail::gemm_panels<Arch>(ap, M, K_, bs, N_, p0, p1, bias, y.data(), y.stride(0));
+    });
+  }
+
+  std::ptrdiff_t K_ = 0, N_ = 0;
+  bool has_bias_ = false;
+  Precision precision_ = Precision::F32;
+  Buffer<float> w_, b_;
+  Buffer<std::uint16_t> wb_;  // bf16 panels (Precision::BF16)
+};
 
 }  // namespace mvar

@@ -1,0 +1,121 @@
+// End-to-end generation of the official 256-px MVAR/VAR-d16 architecture (random weights made
+// in-process, same shapes as the official files): per-scale and total transformer time, the
+// decoder separately, batch 1/4/16 with CFG on (cfg 1.5, top-k 900, top-p 0.96), 2 threads.
+// Counters: s{k}_seconds per scale (per batch), total_seconds, images_per_s, GFLOP/s, % of the
+// fp32 peak (451 GFLOP/s measured on the reference machine; override with MVAR_PEAK_GFLOPS),
+// workspace / K/V high-water marks and peak RSS.
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "mvar/mvar.hpp"
+#include "random_weights.hpp"
+
+using namespace mvar;
+
+namespace {
+
+constexpr ModelConfig Cfg = presets::d16;
+using D16 = Transformer<Cfg>;
+
+double peak_gflops() {
+  const char* e = std::getenv("MVAR_PEAK_GFLOPS");
+  return e ? std::atof(e) : 451.0;
+}
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+struct D16Setup {
+  TensorStore tw = test::random_transformer(Cfg, 1);
+  TensorStore tv = test::random_vae(VaeConfig::official(), 2);
+  D16 model{tw};
+  VectorQuantizer quant{tv, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, 32, 4096};
+  VqvaeDecoder decoder{tv, VaeConfig::official()};
+};
+D16Setup& setup() {
+  static D16Setup s;
+  return s;
+}
+
+/// Transformer MACs per image for one CFG half (SPEC §4.2): token-wise linears, AdaLN once per
+/// image, head, word_embed, attention pairs.
+double transformer_flop(bool mvar, int rows_per_image) {
+  const double C = Cfg.width, L = Cfg.seq_len(), depth = Cfg.depth;
+  double pairs = 0;
+  for (int s = 0; s < Cfg.num_scales(); ++s) {
+    const double n = Cfg.patch_nums.tokens(s);
+    if (!mvar) pairs += n * Cfg.patch_nums.begin(s + 1);
+    else if (s < Cfg.refine_step) pairs += n * n;
+    else pairs += n * Cfg.kernel * Cfg.kernel;
+  }
+  const double mac = depth * (12 * C * C * L + 2 * C * pairs) + L * (4096 * C + 32 * C) + depth * 6 * C * C + 2 * C * C;
+  return 2 * mac * rows_per_image;
+}
+
+template <class Trajectory>
+void BM_generate(benchmark::State& st) {
+  auto& S = setup();
+  const int batch = int(st.range(0));
+  const bool mvar = std::is_same_v<Trajectory, ScaleMarkov>;
+  ThreadPool pool(2);
+  Trajectory traj(Cfg);
+  Sampler<D16, Trajectory> sampler(S.model, S.quant, traj, pool, batch);
+  std::vector<int> labels;
+  for (int i = 0; i < batch; ++i) labels.push_back((i * 97) % 1000);
+  SampleOptions o;  // cfg 1.5, top-k 900, top-p 0.96
+  std::vector<double> per_scale(std::size_t(Cfg.num_scales()), 0.0);
+  o.on_scale = [&](const ScaleReport& r) { per_scale[std::size_t(r.scale)] += r.seconds; };
+  Generation g;
+  for (auto _ : st) {
+    g = sampler.generate(labels, o);
+    benchmark::DoNotOptimize(g.tokens.data());
+  }
+  const double it = double(st.iterations());
+  double total = 0;
+  for (int s = 0; s < Cfg.num_scales(); ++s) {
+    st.counters["s" + std::to_string(s) + "_seconds"] = per_scale[std::size_t(s)] / it;
+    total += per_scale[std::size_t(s)] / it;
+  }
+  st.counters["total_seconds"] = total;
+  st.counters["seconds_per_image"] = total / batch;
+  st.counters["images_per_s"] = batch / total;
+  // MVAR skips the unconditional half at step 0; both halves elsewhere (cfg 1.5 ≠ 1).
+  const double flop = transformer_flop(mvar, 2) * batch;
+  st.counters["GFLOP/s"] = flop / total * 1e-9;
+  st.counters["pct_of_peak"] = 100.0 * flop / total * 1e-9 / peak_gflops();
+  st.counters["workspace_MiB"] = double(g.workspace_high_water) / 1048576.0;
+  st.counters["kv_MiB"] = double(g.kv_bytes) / 1048576.0;
+  st.counters["weights_MiB"] = double(S.model.weight_bytes()) / 1048576.0;
+  st.counters["peak_rss_MiB"] = peak_rss_mib();
+}
+
+void BM_decode(benchmark::State& st) {
+  auto& S = setup();
+  ThreadPool pool(2);
+  const int P = 16, side = 256;
+  Workspace ws(S.decoder.workspace_bytes(P));
+  std::vector<float> fhat(std::size_t(32) * P * P, 0.1f), img(std::size_t(3) * side * side);
+  for (std::size_t i = 0; i < fhat.size(); ++i) fhat[i] = float((i * 7919) % 200) / 100.0f - 1.0f;
+  for (auto _ : st) {
+    S.decoder.decode(pool, TensorView<const float, 3>(fhat.data(), {32, P, P}), TensorView<float, 3>(img.data(), {3, side, side}), ws);
+    benchmark::ClobberMemory();
+  }
+  const double flop = 2 * 196.9e9;  // SPEC §4.2: ≈ 196.9 GMAC per image
+  st.counters["decode_seconds"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  st.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["workspace_MiB"] = double(ws.high_water()) / 1048576.0;
+}
+
+}  // namespace
+
+BENCHMARK(BM_generate<ScaleMarkov>)->Name("mvar_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_generate<FullPrefix>)->Name("var_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_decode)->Name("decode_d16")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
+
+BENCHMARK_MAIN();

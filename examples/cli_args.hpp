@@ -1,0 +1,123 @@
+// examples/cli_args.hpp — a small, strict command-line parser for the examples: every option is
+// declared with its help text; unknown options, missing values and malformed numbers are errors
+// that name the option.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mvar/core/error.hpp"
+
+namespace mvar::cli {
+
+/// A bad command line (exit code 2), as opposed to a runtime failure.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+struct OptionSpec {
+  std::string name;     // without the leading "--"
+  std::string value;    // value placeholder, empty for a flag
+  std::string help;
+  std::string fallback;  // default shown in --help
+};
+
+class Args {
+ public:
+  explicit Args(std::vector<OptionSpec> specs) : specs_(std::move(specs)) {}
+
+  void parse(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a == "-h") a = "--help";
+      if (a.rfind("--", 0) != 0) throw UsageError(concat("unexpected argument '", a, "' (options start with --; see --help)"));
+      std::string key = a.substr(2), val;
+      const auto eq = key.find('=');
+      const bool has_eq = eq != std::string::npos;
+      if (has_eq) val = key.substr(eq + 1), key = key.substr(0, eq);
+      const OptionSpec* spec = find(key);
+      if (!spec) throw UsageError(concat("unknown option '--", key, "' (see --help)"));
+      if (spec->value.empty()) {
+        if (has_eq) throw UsageError(concat("option '--", key, "' takes no value"));
+        values_[key] = "1";
+        continue;
+      }
+      if (!has_eq) {
+        if (i + 1 >= argc) throw UsageError(concat("option '--", key, "' needs a value (", spec->value, ")"));
+        val = argv[++i];
+      }
+      values_[key] = val;
+    }
+  }
+
+  bool has(const std::string& k) const { return values_.count(k) > 0; }
+  std::string str(const std::string& k, const std::string& def = "") const {
+    auto it = values_.find(k);
+    return it == values_.end() ? def : it->second;
+  }
+  long long integer(const std::string& k, long long def) const {
+    if (!has(k)) return def;
+    const std::string s = str(k);
+    long long v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size()) throw UsageError(concat("option '--", k, "': '", s, "' is not an integer"));
+    return v;
+  }
+  double number(const std::string& k, double def) const {
+    if (!has(k)) return def;
+    const std::string s = str(k);
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(s, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != s.size() || s.empty()) throw UsageError(concat("option '--", k, "': '", s, "' is not a number"));
+    return v;
+  }
+  /// Comma-separated integers ("3,17,980").
+  std::vector<int> int_list(const std::string& k) const {
+    std::vector<int> out;
+    const std::string s = str(k);
+    std::size_t b = 0;
+    while (b <= s.size()) {
+      const auto e = std::min(s.find(',', b), s.size());
+      const std::string item = s.substr(b, e - b);
+      int v = 0;
+      auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+      if (item.empty() || ec != std::errc() || p != item.data() + item.size())
+        throw UsageError(concat("option '--", k, "': '", item, "' is not an integer"));
+      out.push_back(v);
+      b = e + 1;
+    }
+    return out;
+  }
+
+  std::string help(std::string_view usage) const {
+    std::string h = std::string(usage) + "\n\nOptions:\n";
+    for (const auto& s : specs_) {
+      std::string left = "  --" + s.name + (s.value.empty() ? "" : " " + s.value);
+      if (left.size() < 28) left.resize(28, ' ');
+      else left += "\n" + std::string(28, ' ');
+      h += left + s.help + (s.fallback.empty() ? "" : " [default: " + s.fallback + "]") + "\n";
+    }
+    return h;
+  }
+
+ private:
+  const OptionSpec* find(const std::string& k) const {
+    for (const auto& s : specs_)
+      if (s.name == k) return &s;
+    return nullptr;
+  }
+  std::vector<OptionSpec> specs_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace mvar::cli

@@ -1,0 +1,212 @@
+// examples/model_registry.hpp — the architectures the `generate` program knows, the runtime →
+// compile-time dispatch onto Transformer<Cfg>, and one whole generation (sample, decode, write).
+#pragma once
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_args.hpp"
+#include "mvar/mvar.hpp"
+
+#ifndef MVAR_DEFAULT_MODEL_DIR
+#define MVAR_DEFAULT_MODEL_DIR "models"
+#endif
+#ifndef MVAR_FIXTURE_DIR
+#define MVAR_FIXTURE_DIR "tests/fixtures"
+#endif
+
+namespace mvar {
+
+struct RunRequest {
+  std::string transformer, vae, model = "auto", mode = "mvar", output = "mvar_out.png";
+  std::vector<int> labels;
+  int batch = 0, threads = 1;
+  std::uint64_t seed = 0;
+  std::optional<float> cfg, top_p;
+  std::optional<int> top_k, columns, upscale;
+  bool separate = false, quiet = false;
+};
+
+struct RunResult {
+  int images = 0;
+  double sample_seconds = 0, decode_seconds = 0;
+  std::size_t weight_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
+  std::vector<std::string> files;
+};
+
+namespace detail {
+
+inline bool file_exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+/// Which architecture a transformer state dict holds, from its shapes.
+inline std::string detect_architecture(const TensorStore& st) {
+  const TensorRef* ce = st.find("class_emb.weight");
+  if (!ce || ce->shape.size() != 2)
+    throw Error(concat(st.source(), ": not a VAR/MVAR transformer checkpoint (no 'class_emb.weight')"));
+  int depth = 0;
+  while (st.find(concat("blocks.", depth, ".ada_lin.1.weight"))) ++depth;
+  const auto width = ce->shape[1];
+  for (int d : {16, 20, 24, 30})
+    if (depth == d && width == 64 * d) return concat("d", d);
+  if (depth == presets::tiny.depth && width == presets::tiny.width) return "tiny";
+  throw Error(concat(st.source(), ": unknown architecture (depth ", depth, ", width ", width,
+                     "); pass --model with one of d16, d20, d24, d30, tiny"));
+}
+
+template <class Model, class Trajectory>
+RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, const VqvaeDecoder& decoder,
+                              Trajectory& traj, const RunRequest& req, const std::vector<int>& labels,
+                              const SampleOptions& opts, std::size_t weight_bytes) {
+  constexpr ModelConfig Cfg = Model::config;
+  ThreadPool pool(req.threads);
+  RunResult r;
+  r.images = int(labels.size());
+  r.weight_bytes = weight_bytes;
+  Sampler<Model, Trajectory> sampler(model, quant, traj, pool, int(labels.size()));
+  const Generation g = sampler.generate(labels, opts);
+  r.sample_seconds = g.seconds;
+  r.workspace_high_water = g.workspace_high_water;
+  r.kv_bytes = g.kv_bytes;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const int P = Cfg.patch_nums.last(), side = decoder.config().image_side(P);
+  Workspace ws(decoder.workspace_bytes(P));
+  Buffer<float> img(std::size_t(3) * side * side);
+  std::vector<std::uint8_t> rgb(std::size_t(labels.size()) * side * side * 3);
+  for (std::size_t b = 0; b < labels.size(); ++b) {
+    decoder.decode(pool, g.image_fhat(int(b)), TensorView<float, 3>(img.data(), {3, side, side}), ws);
+    to_rgb8(TensorView<const float, 3>(img.data(), {3, side, side}),
+            std::span<std::uint8_t>(rgb.data() + b * side * side * 3, std::size_t(side) * side * 3));
+    if (!req.quiet) std::printf("[generate] decoded image %zu/%zu\n", b + 1, labels.size()), std::fflush(stdout);
+  }
+  r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.workspace_high_water += ws.high_water();
+  // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
+  for (std::size_t b = 0; b < labels.size(); ++b)
+    for (int y = 0; y < big; ++y)
+      for (int x = 0; x < big; ++x)
+        for (int c = 0; c < 3; ++c)
+          out[((b * big + y) * big + x) * 3 + c] = rgb[((b * side + y / up) * side + x / up) * 3 + c];
+  const int columns = req.columns.value_or(labels.size() == 10 ? 5 : 0);
+  r.files = write_png_batch(req.output, out, int(labels.size()), big, big, req.separate ? PngBatch::Numbered : PngBatch::Grid,
+                            columns);
+  return r;
+}
+
+template <ModelConfig Cfg>
+RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorStore& tv, const VaeConfig& vcfg,
+                   const Recommended& rec, int default_batch) {
+  const Transformer<Cfg> model(tw);
+  std::vector<int> pn;
+  for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
+  const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
+  const VqvaeDecoder decoder(tv, vcfg);
+
+  std::vector<int> labels = req.labels;
+  int batch = req.batch;
+  if (labels.empty()) {
+    if (batch == 0) batch = default_batch;
+    for (int i = 0; i < batch; ++i) labels.push_back(i % Cfg.num_classes);
+  } else if (labels.size() == 1 && batch > 1) {
+    labels.assign(std::size_t(batch), labels[0]);
+  } else if (batch != 0 && std::size_t(batch) != labels.size()) {
+    throw cli::UsageError(concat("--batch ", batch, " disagrees with the ", labels.size(), " labels given to --class"));
+  }
+  for (int l : labels)
+    if (l < 0 || l >= Cfg.num_classes)
+      throw cli::UsageError(concat("class label ", l, " is out of range [0, ", Cfg.num_classes - 1, "]"));
+
+  SampleOptions o;
+  o.cfg = req.cfg.value_or(rec.cfg);
+  o.top_k = req.top_k.value_or(rec.top_k);
+  o.top_p = req.top_p.value_or(rec.top_p);
+  o.seed = req.seed;
+  try {
+    validate_options(o, labels, Cfg.num_classes, int(labels.size()));
+  } catch (const Error& e) {
+    throw cli::UsageError(e.what());
+  }
+  if (!req.quiet) {
+    std::printf("[generate] %s, %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s)\n",
+                req.model.c_str(), req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
+                static_cast<unsigned long long>(o.seed), req.threads);
+    o.on_scale = [](const ScaleReport& s) {
+      std::printf("[generate] scale %2d/%d  %3d×%-3d  %8.3f s\n", s.scale + 1, s.scales, s.side, s.side, s.seconds);
+      std::fflush(stdout);
+    };
+  }
+  if (req.mode == "var") {
+    FullPrefix traj(Cfg);
+    return sample_decode_write(model, quant, decoder, traj, req, labels, o, model.weight_bytes());
+  }
+  ScaleMarkov traj(Cfg);
+  return sample_decode_write(model, quant, decoder, traj, req, labels, o, model.weight_bytes());
+}
+
+}  // namespace detail
+
+
+/// Resolves files and architecture, then runs one generation.
+inline RunResult run_generation(RunRequest req) {
+  std::string note;
+  int default_batch = 1;
+  Recommended rec;
+  if (req.transformer.empty() != req.vae.empty())
+    throw cli::UsageError("give both --transformer and --vae, or neither (the default model)");
+  std::optional<ModelDescription> json;
+  if (req.transformer.empty()) {
+    const std::string dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
+    req.transformer = dir + "/mvar.safetensors";
+    req.vae = dir + "/vae.safetensors";
+    json = load_model_description(dir + "/config.json");
+    if (req.model == "auto") req.model = "fashion_mnist";
+    note = concat("using the default model: class-conditional MVAR trained on Fashion-MNIST (", dir, ")");
+    default_batch = json->arch.num_classes;  // one image per class
+  } else {
+    const std::string cfg_path = (std::filesystem::path(req.transformer).parent_path() / "config.json").string();
+    if (detail::file_exists(cfg_path) && req.model == "auto") json = load_model_description(cfg_path);
+  }
+  for (const auto& f : {req.transformer, req.vae})
+    if (!detail::file_exists(f)) throw Error(concat(f, ": no such file"));
+  if (!note.empty() && !req.quiet) std::printf("[generate] note: %s\n", note.c_str());
+
+  const TensorStore tw = load_checkpoint(req.transformer);
+  const TensorStore tv = load_checkpoint(req.vae);
+  if (json) {
+    if (same_architecture(json->arch, presets::fashion_mnist))
+      return detail::run_arch<presets::fashion_mnist>(req, tw, tv, json->vae, json->rec, default_batch);
+    if (same_architecture(json->arch, presets::tiny))
+      return detail::run_arch<presets::tiny>(req, tw, tv, json->vae, json->rec, default_batch);
+    if (req.model == "fashion_mnist")
+      throw Error("the default model's config.json does not describe the compiled fashion_mnist preset");
+  }
+  if (req.model == "auto") req.model = detail::detect_architecture(tw);
+  if (req.model == "d16") return detail::run_arch<presets::d16>(req, tw, tv, VaeConfig::official(), {2.0f, 1200, 0.99f}, default_batch);
+  if (req.model == "d20") return detail::run_arch<presets::d20>(req, tw, tv, VaeConfig::official(), {1.5f, 900, 0.96f}, default_batch);
+  if (req.model == "d24") return detail::run_arch<presets::d24>(req, tw, tv, VaeConfig::official(), {1.4f, 900, 0.96f}, default_batch);
+  if (req.model == "d30") return detail::run_arch<presets::d30>(req, tw, tv, VaeConfig::official(), {1.5f, 900, 0.96f}, default_batch);
+  if (req.model == "fashion_mnist") {
+    const auto j = load_model_description(std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist/config.json");
+    return detail::run_arch<presets::fashion_mnist>(req, tw, tv, j.vae, j.rec, default_batch);
+  }
+  if (req.model == "tiny") return detail::run_arch<presets::tiny>(req, tw, tv, VaeConfig::tiny(), {1.5f, 900, 0.96f}, default_batch);
+  throw cli::UsageError(concat("unknown --model '", req.model, "' (auto, d16, d20, d24, d30, tiny, fashion_mnist)"));
+}
+
+}  // namespace mvar

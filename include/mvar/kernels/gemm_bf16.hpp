@@ -1,0 +1,180 @@
+// mvar/kernels/gemm_bf16.hpp — the packed GEMM with bf16 weights and activations and fp32
+// accumulation (AVX512-BF16 `vdpbf16ps`: acc[j] += a[2j]·b[2j] + a[2j+1]·b[2j+1], 64 FLOP per
+// instruction, twice an fp32 FMA). Halves the bytes of streamed weights, which is what bounds the
+// early scales (few rows); doubles the peak FLOP rate for the late ones.
+//
+// Same structure as gemm_packed.hpp, with k taken in pairs (K padded to even with zeros):
+//   packed B — panel p (NR = 32 outputs), k-pair q: two zmm of 16 outputs × (k = 2q, 2q+1),
+//              u16 index ((p·Kp + q)·2 + v)·32 + 2·jj + e  ↔  w[p·32 + 16·v + jj, 2q + e].
+//   packed A — micro-panel i (MR = 14 rows), k-pair q: 14 u32 (two bf16) — a[(i·Kp + q)·14 + r].
+// Micro-kernel 14 × 32: 28 zmm accumulators, 2 B loads and 14 32-bit broadcasts per k-pair.
+// Rounding: fp32 → bf16 round-to-nearest-even (bf16_round); the summation order over k is fixed
+// (k-pairs in order, KC blocks continued through y), so results do not depend on threads.
+//
+// Everything here exists only when the compiler targets AVX512-BF16 (__AVX512BF16__); otherwise
+// PackedLinear falls back to fp32.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "mvar/kernels/gemm_packed.hpp"
+
+#define MVAR_HAS_BF16_GEMM 1
+
+namespace mvar::detail {
+
+/// fp32 → bf16, round to nearest even (NaN stays NaN).
+inline std::uint16_t bf16_round(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return std::uint16_t(u >> 16);
+}
+
+struct Bf16Tile {
+  static constexpr int MR = 14, NR = 32;
+  static constexpr std::ptrdiff_t KCP = 128;  // k-pairs per block: B micro-panel 16 KiB
+};
+
+/// Packs all of K of output panel p (W rows [32p, 32p + 32) ∩ [0, N)) — Kp = ⌈K/2⌉ pairs.
+inline void pack_b_bf16_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, std::ptrdiff_t K,
+                              std::ptrdiff_t p, std::uint16_t* dst) {
+  const std::ptrdiff_t Kp = (K + 1) / 2;
+  for (std::ptrdiff_t q = 0; q < Kp; ++q)
+    for (int v = 0; v < 2; ++v)
+      for (int jj = 0; jj < 16; ++jj)
+        for (int e = 0; e < 2; ++e) {
+          const std::ptrdiff_t n = p * 32 + 16 * v + jj, k = 2 * q + e;
+          dst[((q * 2 + v) * 16 + jj) * 2 + e] = (n < N && k < K) ? bf16_round(w[n * ldw + k]) : 0;
+        }
+}
+
+/// Packs rows of x into 14-row micro-panels [i0, i1) of bf16 pairs (zero-padded rows and k).
+inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
+                        std::ptrdiff_t i0, std::ptrdiff_t i1, std::uint32_t* ap) {
+  constexpr int MR = Bf16Tile::MR;
+  const std::ptrdiff_t Kp = (K + 1) / 2;
+  for (std::ptrdiff_t i = i0; i < i1; ++i) {
+    std::uint32_t* dst = ap + i * Kp * MR;
+    for (int r = 0; r < MR; ++r) {
+      const std::ptrdiff_t m = i * MR + r;
+      if (m >= M) {
+        for (std::ptrdiff_t q = 0; q < Kp; ++q) dst[q * MR + r] = 0;
+        continue;
+      }
+      const float* src = x + m * ldx;
+      for (std::ptrdiff_t q = 0; q < Kp; ++q) {
+        const std::uint32_t lo = bf16_round(src[2 * q]);
+        const std::uint32_t hi = 2 * q + 1 < K ? bf16_round(src[2 * q + 1]) : 0u;
+        dst[q * MR + r] = lo | (hi << 16);
+      }
+    }
+  }
+}
+
+/// C[Rows × 32] (+)= A · B over kcp k-pairs, then + bias (32 floats) if non-null.
+template <int Rows>
+inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict a,
+                            const std::uint16_t* __restrict b, float* __restrict c, std::ptrdiff_t ldc,
+                            bool load_c, const float* bias) {
+  constexpr int MR = Bf16Tile::MR;
+  __m512 acc[Rows][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    acc[r][0] = load_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+    acc[r][1] = load_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+#pragma GCC unroll 2
+  for (std::ptrdiff_t q = 0; q < kcp; ++q) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + q * 64);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + q * 64 + 32);
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[q * MR + r]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  if (bias) {
+    const __m512 bb0 = _mm512_loadu_ps(bias), bb1 = _mm512_loadu_ps(bias + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      acc[r][0] = _mm512_add_ps(acc[r][0], bb0);
+      acc[r][1] = _mm512_add_ps(acc[r][1], bb1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+    _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+  }
+}
+
+template <int Rows>
+inline void gemm_bf16_micro_rows(int rows, std::ptrdiff_t kcp, const std::uint32_t* a, const std::uint16_t* b,
+                                 float* c, std::ptrdiff_t ldc, bool load_c, const float* bias) {
+  if constexpr (Rows > 1) {
+    if (rows < Rows) return gemm_bf16_micro_rows<Rows - 1>(rows, kcp, a, b, c, ldc, load_c, bias);
+  }
+  gemm_bf16_micro<Rows>(kcp, a, b, c, ldc, load_c, bias);
+}
+
+/// Output panels [p0, p1) for all M rows from packed A (bf16 pairs) and packed B (bf16 panels).
+inline void gemm_bf16_panels(const std::uint32_t* ap, std::ptrdiff_t M, std::ptrdiff_t K,
+                             const std::uint16_t* bp, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
+                             const float* bias, float* y, std::ptrdiff_t ldy) {
+  constexpr int MR = Bf16Tile::MR, NR = Bf16Tile::NR;
+  constexpr std::ptrdiff_t MC = 36;  // micro-panels per A block: 504 rows × 256 k × 2 B ≈ 256 KiB
+  const std::ptrdiff_t Kp = (K + 1) / 2, panels_a = (M + MR - 1) / MR;
+  alignas(64) float tmp[MR * NR];
+  alignas(64) float bias_pad[NR];
+  for (std::ptrdiff_t qc = 0; qc < Kp; qc += Bf16Tile::KCP) {
+    const std::ptrdiff_t kcp = std::min(Bf16Tile::KCP, Kp - qc);
+    const bool first = qc == 0, last = qc + kcp >= Kp;
+    for (std::ptrdiff_t ic = 0; ic < panels_a; ic += MC) {
+      const std::ptrdiff_t ie = std::min(panels_a, ic + MC);
+      for (std::ptrdiff_t p = p0; p < p1; ++p) {
+        const std::uint16_t* b = bp + (p * Kp + qc) * 2 * NR;
+        const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
+        const float* bb = nullptr;
+        if (last && bias) {
+          if (cols == NR) {
+            bb = bias + n0;
+          } else {
+            std::fill(bias_pad, bias_pad + NR, 0.0f);
+            std::copy(bias + n0, bias + n0 + cols, bias_pad);
+            bb = bias_pad;
+          }
+        }
+        for (std::ptrdiff_t i = ic; i < ie; ++i) {
+          const std::uint32_t* a = ap + (i * Kp + qc) * MR;
+          const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
+          float* c = y + i * MR * ldy + n0;
+          if (cols == NR) {
+            if (rows == MR)
+              gemm_bf16_micro<MR>(kcp, a, b, c, ldy, !first, bb);
+            else
+              gemm_bf16_micro_rows<MR>(rows, kcp, a, b, c, ldy, !first, bb);
+          } else {
+            if (!first)
+              for (int r = 0; r < rows; ++r) std::copy(c + r * ldy, c + r * ldy + cols, tmp + r * NR);
+            gemm_bf16_micro_rows<MR>(rows, kcp, a, b, tmp, NR, !first, bb);
+            for (int r = 0; r < rows; ++r) std::copy(tmp + r * NR, tmp + r * NR + cols, c + r * ldy);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace mvar::detail
+
+#endif  // __AVX512BF16__ && __AVX512F__

@@ -1,0 +1,221 @@
+// mvar/sampling/sampler.hpp — the generic next-scale sampler (SPEC §1.12, §3.2).
+//
+// Sampler<Model, Trajectory> composes a transformer (Transformer<Cfg>), a trajectory policy
+// (ScaleMarkov for MVAR, FullPrefix for VAR, or a user's own TrajectoryPolicy) and the VQ stage
+// (VectorQuantizer). For each scale s it builds the step input from f̂, runs the model with the
+// policy's attention, mixes CFG, masks top-k/top-p, draws tokens with the counter-based RNG and
+// folds them into f̂. The only state between steps is f̂ (plus the policy's own — none for MVAR).
+//
+// Memory: one Workspace, sized at construction for `max_batch` images by the largest scale, is
+// reused by every step and every generate() call; nothing is allocated between kernels.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "mvar/core/buffer.hpp"
+#include "mvar/core/error.hpp"
+#include "mvar/core/parallel.hpp"
+#include "mvar/core/tensor_view.hpp"
+#include "mvar/core/workspace.hpp"
+#include "mvar/model/quantizer.hpp"
+#include "mvar/model/transformer.hpp"
+#include "mvar/sampling/cfg.hpp"
+#include "mvar/sampling/rng.hpp"
+#include "mvar/sampling/top_k_top_p.hpp"
+#include "mvar/sampling/trajectory.hpp"
+
+namespace mvar {
+
+/// What the per-scale callback receives.
+struct ScaleReport {
+  int scale = 0, scales = 0, side = 0, rows = 0;
+  double seconds = 0;                  // wall time of this step
+  std::size_t workspace_high_water = 0;
+  std::size_t kv_bytes = 0;
+};
+
+struct SampleOptions {
+  float cfg = 1.5f;          // guidance strength (≥ 0); t = cfg·s/(S−1)
+  int top_k = 900;           // 0 disables; 1 is greedy
+  float top_p = 0.96f;       // in (0, 1]; 1 disables
+  std::uint64_t seed = 0;
+  std::uint64_t first_index = 0;  // image i of the batch uses RNG stream first_index + i
+
+  std::function<void(const ScaleReport&)> on_scale;  // progress / timing
+  /// Teacher forcing: may overwrite the drawn tokens of scale s ([B·n], image-major).
+  std::function<void(int scale, std::span<std::int32_t> tokens)> force_tokens;
+  /// Observes the raw logits [R·n, V] (conditional rows first) of scale s.
+  std::function<void(int scale, TensorView<const float, 2> raw)> on_logits;
+  /// Observes the guided logits [B·n, V] of scale s, before top-k/top-p masking.
+  std::function<void(int scale, TensorView<const float, 2> guided)> on_guided;
+  /// Observes f̂ [B, cvae, P, P] after scale s.
+  std::function<void(int scale, TensorView<const float, 4> fhat)> on_fhat;
+};
+
+struct Generation {
+  int batch = 0;
+  std::vector<std::vector<std::int32_t>> tokens;  // per scale: [B·n_s], image-major, row-major tokens
+  Buffer<float> fhat;                             // [B, cvae, P, P]
+  int cvae = 0, side = 0;
+  double seconds = 0;
+  std::size_t workspace_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
+
+  TensorView<const float, 3> image_fhat(int b) const {
+    return TensorView<const float, 3>(fhat.data() + std::size_t(b) * cvae * side * side, {cvae, side, side});
+  }
+};
+
+/// Checks user options; throws mvar::Error naming the bad one.
+inline void validate_options(const SampleOptions& o, std::span<const int> labels, int num_classes, int max_batch) {
+  if (labels.empty()) throw Error("sample: the batch is empty (give at least one class label)");
+  if (int(labels.size()) > max_batch)
+    throw Error(concat("sample: batch of ", labels.size(), " exceeds the sampler's max_batch ", max_batch));
+  for (int l : labels)
+    if (l < 0 || l >= num_classes) throw Error(concat("sample: class label ", l, " is out of range [0, ", num_classes - 1, "]"));
+  if (!(o.cfg >= 0.0f) || !std::isfinite(o.cfg)) throw Error(concat("sample: cfg must be a finite number ≥ 0, got ", o.cfg));
+  if (o.top_k < 0) throw Error(concat("sample: top_k must be ≥ 0 (0 disables), got ", o.top_k));
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw Error(concat("sample: top_p must be in (0, 1], got ", o.top_p));
+}
+
+template <class Model, TrajectoryPolicy Trajectory>
+class Sampler {
+ public:
+  static constexpr ModelConfig Cfg = Model::config;
+
+  Sampler(const Model& model, const VectorQuantizer& quant, Trajectory& traj, ThreadPool& pool, int max_batch = 1)
+      : model_(model), quant_(quant), traj_(traj), pool_(pool), max_batch_(max_batch) {
+    if (max_batch < 1) throw Error(concat("sampler: max_batch must be ≥ 1, got ", max_batch));
+    if (quant.num_scales() != Cfg.num_scales() || quant.cvae() != Cfg.cvae || quant.vocab() != Cfg.vocab ||
+        quant.latent_side() != Cfg.patch_nums.last())
+      throw Error(concat("sampler: the VAE (", quant.num_scales(), " scales, codebook ", quant.vocab(), "×", quant.cvae(),
+                         ", latent ", quant.latent_side(), "²) does not fit the transformer (", Cfg.num_scales(),
+                         " scales, codebook ", Cfg.vocab, "×", Cfg.cvae, ", latent ", Cfg.patch_nums.last(), "²)"));
+    const std::ptrdiff_t R = 2 * max_batch, nmax = Cfg.patch_nums.max_tokens();
+    const std::size_t bytes = Model::conditioning_bytes(int(R)) + Model::workspace_bytes(R * nmax) +
+                              Workspace::round(4ul * R * nmax * Cfg.width) /*x*/ +
+                              Workspace::round(4ul * R * nmax * Cfg.vocab) /*logits*/ +
+                              Workspace::round(4ul * nmax * Cfg.cvae) /*z*/ + quant.workspace_bytes() + 16 * kAlignment;
+    ws_ = Workspace(bytes);
+  }
+
+  std::size_t workspace_bytes() const { return ws_.capacity(); }
+
+  Generation generate(std::span<const int> labels, const SampleOptions& o) {
+    validate_options(o, labels, Cfg.num_classes, max_batch_);
+    const auto t_start = std::chrono::steady_clock::now();
+    const int B = int(labels.size()), S = Cfg.num_scales(), P = Cfg.patch_nums.last(), E = Cfg.cvae;
+    const int C = Cfg.width, V = Cfg.vocab;
+    const bool any_uncond = [&] {
+      for (int s = 0; s < S; ++s)
+        if (traj_.needs_unconditional(s, o.cfg)) return true;
+      return false;
+    }();
+    const int R = any_uncond ? 2 * B : B;
+    std::vector<int> row_labels(labels.begin(), labels.end());
+    if (any_uncond) row_labels.insert(row_labels.end(), std::size_t(B), Cfg.num_classes);
+
+    Generation g;
+    g.batch = B;
+    g.cvae = E;
+    g.side = P;
+    g.fhat = Buffer<float>(std::size_t(B) * E * P * P);
+    g.tokens.resize(std::size_t(S));
+    ws_.reset();
+    traj_.begin(R);
+    const Conditioning cond = model_.condition(pool_, row_labels, ws_);
+    const CounterRng rng(o.seed);
+
+    for (int s = 0; s < S; ++s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int side = Cfg.patch_nums[s], n = side * side;
+      const int Rs = traj_.needs_unconditional(s, o.cfg) ? 2 * B : B;
+      const auto mark = ws_.mark();
+      TensorView<float, 2> x(ws_.take<float>(std::size_t(Rs) * n * C), {std::ptrdiff_t(Rs) * n, C});
+      TensorView<float, 2> logits(ws_.take<float>(std::size_t(Rs) * n * V), {std::ptrdiff_t(Rs) * n, V});
+      if (s == 0) {
+        model_.embed_first(cond, Rs, x);
+      } else {
+        TensorView<float, 2> z(ws_.take<float>(std::size_t(n) * E), {n, E});
+        for (int b = 0; b < B; ++b) {
+          quant_.area_tokens(s, g.image_fhat(b), z);
+          model_.embed_scale(pool_, s, z, x.slice(0, std::ptrdiff_t(b) * n, std::ptrdiff_t(b + 1) * n));
+          if (Rs == 2 * B) std::memcpy(x.row(std::ptrdiff_t(B + b) * n), x.row(std::ptrdiff_t(b) * n), sizeof(float) * std::size_t(n) * C);
+        }
+      }
+      model_.forward(pool_, s, cond, Rs, x, [&](const AttentionCall& c) { traj_.attend(pool_, c); }, logits, ws_);
+
+      // Guided logits in place over the conditional half.
+      if (o.on_logits) o.on_logits(s, logits);
+      TensorView<float, 2> guided = logits.slice(0, 0, std::ptrdiff_t(B) * n);
+      if (Rs == 2 * B) {
+        const std::size_t half = std::size_t(B) * n * V;
+        cfg_mix({logits.data(), half}, {logits.data() + half, half}, cfg_weight(o.cfg, s, S), {logits.data(), half});
+      }
+      if (o.on_guided) o.on_guided(s, guided);
+
+      // Mask and draw, one token per (image, position); counter-based RNG → thread-count independent.
+      auto& tok = g.tokens[std::size_t(s)];
+      tok.assign(std::size_t(B) * n, 0);
+      parallel_for(pool_, std::ptrdiff_t(B) * n, 16, [&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
+        thread_local std::vector<float> scratch;
+        thread_local std::vector<std::int32_t> order;
+        if (scratch.size() < std::size_t(V)) scratch.resize(std::size_t(V)), order.resize(std::size_t(V));
+        for (std::ptrdiff_t r = r0; r < r1; ++r) {
+          std::span<float> row(guided.row(r), std::size_t(V));
+          top_k_top_p_mask(row, o.top_k, o.top_p, scratch, order);
+          const auto b = r / n, t = r % n;
+          tok[std::size_t(r)] = sample_categorical(row, rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t)));
+        }
+      });
+      if (o.force_tokens) o.force_tokens(s, tok);
+      for (std::int32_t t : tok)
+        if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));
+
+      for (int b = 0; b < B; ++b)
+        quant_.add_scale(pool_, s, std::span<const std::int32_t>(tok.data() + std::size_t(b) * n, std::size_t(n)),
+                         TensorView<float, 3>(g.fhat.data() + std::size_t(b) * E * P * P, {E, P, P}), ws_);
+      if (o.on_fhat) o.on_fhat(s, TensorView<const float, 4>(g.fhat.data(), {B, E, P, P}));
+      ws_.release(mark);
+      if (o.on_scale) {
+        ScaleReport rep;
+        rep.scale = s;
+        rep.scales = S;
+        rep.side = side;
+        rep.rows = Rs;
+        rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        rep.workspace_high_water = ws_.high_water();
+        rep.kv_bytes = traj_.kv_bytes();
+        o.on_scale(rep);
+      }
+    }
+    g.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    g.workspace_bytes = ws_.capacity();
+    g.workspace_high_water = ws_.high_water();
+    g.kv_bytes = traj_.kv_bytes();
+    return g;
+  }
+
+ private:
+  const Model& model_;
+  const VectorQuantizer& quant_;
+  Trajectory& traj_;
+  ThreadPool& pool_;
+  int max_batch_;
+  Workspace ws_;
+};
+
+/// One-call form: builds a Sampler for this batch and generates.
+template <class Model, TrajectoryPolicy Trajectory>
+Generation sample(ThreadPool& pool, const Model& model, const VectorQuantizer& quant, Trajectory& traj,
+                  std::span<const int> labels, const SampleOptions& opts) {
+  Sampler<Model, Trajectory> s(model, quant, traj, pool, std::max<int>(1, int(labels.size())));
+  return s.generate(labels, opts);
+}
+
+}  // namespace mvar

@@ -1,0 +1,156 @@
+// 2-D convolution and nearest ×2 (kernels/conv.hpp): against the naive float64 reference over many
+// shapes (SIMD and scalar paths), residual handling, identical bits for any thread count.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "mvar/core/parallel.hpp"
+#include "mvar/kernels/conv.hpp"
+#include "reference/vae_ref.hpp"
+
+using mvar::PaddedImage;
+using mvar::TensorView;
+
+namespace {
+
+// Rigorous bound for a float32 sum of n products computed in any order: |err| ≤ γ_n · Σ|terms|,
+// γ_n = n·u/(1 − n·u), u = 2⁻²⁴ (Higham, Accuracy and Stability, §3.1); n = in·k² + 2 (bias and
+// residual additions). A correct kernel cannot exceed it; a wrong tap or channel exceeds it by
+// orders of magnitude.
+double gamma_n(int n) {
+  const double u = std::ldexp(1.0, -24);
+  return n * u / (1 - n * u);
+}
+
+std::vector<float> randn(std::size_t n, unsigned seed, float sd = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+struct Problem {
+  int ci, co, h, w, k;
+  std::vector<float> in, wt, bias, residual;
+};
+
+Problem make_problem(int ci, int co, int h, int w, int k, unsigned seed) {
+  Problem p{ci, co, h, w, k, {}, {}, {}, {}};
+  p.in = randn(std::size_t(ci * h * w), seed);
+  p.wt = randn(std::size_t(co * ci * k * k), seed + 1, 0.2f);
+  p.bias = randn(std::size_t(co), seed + 2);
+  p.residual = randn(std::size_t(co * h * w), seed + 3);
+  return p;
+}
+
+// Runs Conv2d (vector type V) on p with `threads`; residual added when with_residual.
+template <class V = xsimd::batch<float>>
+std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false) {
+  mvar::ThreadPool pool(threads);
+  std::vector<float> planes(PaddedImage::floats(p.ci, p.h, p.w), std::numeric_limits<float>::quiet_NaN());
+  const PaddedImage img(planes.data(), p.ci, p.h, p.w);
+  mvar::pad_copy(pool, TensorView<const float, 3>(p.in.data(), {p.ci, p.h, p.w}), img);
+  const mvar::Conv2d conv(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, p.k, p.k}), p.bias);
+  std::vector<float> out(std::size_t(p.co * p.h * p.w), std::numeric_limits<float>::quiet_NaN());
+  TensorView<float, 3> ov(out.data(), {p.co, p.h, p.w});
+  if (in_place) {
+    out = p.residual;
+    conv.forward<V>(pool, img, ov, ov);
+  } else if (with_residual) {
+    conv.forward<V>(pool, img, ov, TensorView<const float, 3>(p.residual.data(), {p.co, p.h, p.w}));
+  } else {
+    conv.forward<V>(pool, img, ov);
+  }
+  return out;
+}
+
+// Worst |got − ref| / bound over the image (≤ 1 passes).
+double error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual) {
+  const auto want = mvar::ref::conv2d(p.in, p.ci, p.h, p.w, p.wt, p.bias, p.co, p.k);
+  std::vector<float> ain(p.in.size()), awt(p.wt.size()), ab(p.bias.size());
+  for (std::size_t i = 0; i < ain.size(); ++i) ain[i] = std::abs(p.in[i]);
+  for (std::size_t i = 0; i < awt.size(); ++i) awt[i] = std::abs(p.wt[i]);
+  for (std::size_t i = 0; i < ab.size(); ++i) ab[i] = std::abs(p.bias[i]);
+  const auto mag = mvar::ref::conv2d(ain, p.ci, p.h, p.w, awt, ab, p.co, p.k);
+  const double g = gamma_n(p.ci * p.k * p.k + 2);
+  double worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double r = with_residual ? p.residual[i] : 0.0;
+    const double bound = g * (mag[i] + std::abs(r)) + 1e-30;
+    worst = std::max(worst, std::abs(double(got[i]) - (want[i] + r)) / bound);
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d == naive reference over many shapes", "[kernels][conv]") {
+  const int k = GENERATE(1, 3);
+  const int ci = GENERATE(1, 3, 16, 37);
+  const int co = GENERATE(1, 8, 13, 32);
+  const auto hw = GENERATE(std::pair{1, 1}, std::pair{2, 3}, std::pair{16, 16}, std::pair{5, 40}, std::pair{23, 9});
+  CAPTURE(k, ci, co, hw.first, hw.second);
+  const auto p = make_problem(ci, co, hw.first, hw.second, k, unsigned(ci * 7 + co * 3 + k));
+  REQUIRE(error_ratio(p, run_conv(p, 2, false), false) <= 1.0);
+  REQUIRE(error_ratio(p, run_conv(p, 1, true), true) <= 1.0);
+}
+
+TEST_CASE("Conv2d scalar path == naive reference", "[kernels][conv]") {
+  const int k = GENERATE(1, 3);
+  const auto hw = GENERATE(std::pair{1, 1}, std::pair{7, 5}, std::pair{16, 16});
+  CAPTURE(k, hw.first, hw.second);
+  const auto p = make_problem(19, 11, hw.first, hw.second, k, 99);
+  REQUIRE(error_ratio(p, run_conv<float>(p, 2, true), true) <= 1.0);
+}
+
+TEST_CASE("Conv2d residual may be the output itself", "[kernels][conv]") {
+  const auto p = make_problem(24, 16, 12, 20, 3, 7);
+  const auto a = run_conv(p, 2, true), b = run_conv(p, 2, true, /*in_place=*/true);
+  REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("Conv2d gives identical bits for 1, 2, 3 and 8 threads", "[kernels][conv]") {
+  const auto p = make_problem(32, 40, 33, 30, 3, 11);
+  const auto base = run_conv(p, 1, true);
+  for (int t : {2, 3, 8}) {
+    CAPTURE(t);
+    const auto got = run_conv(p, t, true);
+    REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("Conv2d rejects kernels other than 1×1 and 3×3", "[kernels][conv]") {
+  std::vector<float> w(2 * 2 * 5 * 5);
+  REQUIRE_THROWS_WITH(mvar::Conv2d(TensorView<const float, 4>(w.data(), {2, 2, 5, 5}), {}),
+                      Catch::Contains("1×1 or 3×3"));
+}
+
+TEST_CASE("nearest ×2 upsampling, plain and into padded planes", "[kernels][conv]") {
+  const int C = 3, H = 5, W = 7;
+  const auto in = randn(std::size_t(C * H * W), 3);
+  std::vector<float> out(std::size_t(C * 4 * H * W));
+  mvar::upsample_nearest2x(TensorView<const float, 3>(in.data(), {C, H, W}), TensorView<float, 3>(out.data(), {C, 2 * H, 2 * W}));
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < 2 * H; ++y)
+      for (int x = 0; x < 2 * W; ++x)
+        REQUIRE(out[std::size_t((c * 2 * H + y) * 2 * W + x)] == in[std::size_t((c * H + y / 2) * W + x / 2)]);
+  mvar::ThreadPool pool(2);
+  std::vector<float> planes(PaddedImage::floats(C, 2 * H, 2 * W), std::numeric_limits<float>::quiet_NaN());
+  const PaddedImage img(planes.data(), C, 2 * H, 2 * W);
+  mvar::upsample_nearest2x(pool, TensorView<const float, 3>(in.data(), {C, H, W}), img);
+  const auto interior = img.interior();
+  for (int c = 0; c < C; ++c) {
+    for (int y = 0; y < 2 * H; ++y)
+      for (int x = 0; x < 2 * W; ++x) REQUIRE(interior(c, y, x) == out[std::size_t((c * 2 * H + y) * 2 * W + x)]);
+    // Border and slack are zero: every non-interior float of the plane.
+    std::size_t zeros = 0;
+    for (std::ptrdiff_t i = 0; i < img.plane_stride(); ++i) zeros += img.plane(c)[i] == 0.f;
+    REQUIRE(zeros >= std::size_t(img.plane_stride() - 4 * H * W));
+  }
+}

@@ -1,0 +1,160 @@
+// VqvaeDecoder (model/vqvae.hpp): decodes the traces' final f̂ with the tiny VAE and compares the
+// float image and the 8-bit image with the official outputs; binding errors; to_rgb8 rules;
+// identical bits for any thread count.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "fixtures_path.hpp"
+#include "mvar/model/vqvae.hpp"
+#include "reference/vae_ref.hpp"
+
+using mvar::TensorView;
+
+namespace {
+
+// The fixtures README measures the float32 reference within 4.1e-6 of float64 on img_dec and
+// suggests atol 5e-5 for a float32 implementation with a different summation order.
+constexpr double kImgTol = 5e-5;
+// img_u8 truncates 255·y: values within kImgTol of a step boundary may land one level off. The README
+// allows ±1 on at most ~0.1 % of the values.
+constexpr double kU8MaxOffFraction = 1e-3;
+
+struct Decoded {
+  std::vector<float> img;
+  std::vector<std::uint8_t> u8;
+};
+
+Decoded decode_trace(const mvar::VqvaeDecoder& dec, const mvar::TensorStore& trace, int threads) {
+  const auto fhat = trace.at("fhat.s9").to_float();
+  REQUIRE(fhat.size() == 32 * 16 * 16);
+  mvar::ThreadPool pool(threads);
+  mvar::Workspace ws(dec.workspace_bytes(16));
+  Decoded d{std::vector<float>(3 * 256 * 256), std::vector<std::uint8_t>(256 * 256 * 3)};
+  const TensorView<const float, 3> img(d.img.data(), {3, 256, 256});
+  dec.decode(pool, TensorView<const float, 3>(fhat.data(), {32, 16, 16}), TensorView<float, 3>(d.img.data(), {3, 256, 256}), ws);
+  REQUIRE(ws.used() == 0);
+  REQUIRE(ws.high_water() <= dec.workspace_bytes(16));
+  mvar::to_rgb8(img, d.u8);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("tiny VQVAE decoder reproduces img_dec and img_u8 of both traces", "[model][vqvae][fixture]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny());
+  REQUIRE(dec.image_side(16) == 256);
+  for (const char* name : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
+    SECTION(name) {
+      const auto trace = mvar::test::load_fixture(name);
+      const auto d = decode_trace(dec, trace, 2);
+      const auto want = trace.at("img_dec").to_float();
+      REQUIRE(want.size() == d.img.size());
+      double m = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) m = std::max(m, std::abs(double(d.img[i]) - want[i]));
+      CAPTURE(m);
+      REQUIRE(m <= kImgTol);
+      const auto want_u8 = trace.at("img_u8").to_int();  // [1, 256, 256, 3] HWC
+      REQUIRE(want_u8.size() == d.u8.size());
+      std::size_t off = 0;
+      for (std::size_t i = 0; i < want_u8.size(); ++i) {
+        const auto diff = std::abs(std::int64_t(d.u8[i]) - want_u8[i]);
+        REQUIRE(diff <= 1);
+        off += diff != 0;
+      }
+      CAPTURE(off);
+      REQUIRE(double(off) <= kU8MaxOffFraction * double(want_u8.size()));
+    }
+  }
+}
+
+TEST_CASE("VQVAE decode gives identical bits for 1 and 3 threads", "[model][vqvae]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny());
+  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
+  const auto a = decode_trace(dec, trace, 1), b = decode_trace(dec, trace, 3);
+  REQUIRE(std::memcmp(a.img.data(), b.img.data(), a.img.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("VqvaeDecoder binding lists every problem and catches config mismatches", "[model][vqvae]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  // The official preset against the tiny file: every conv has the wrong shape.
+  try {
+    mvar::VqvaeDecoder(vae, mvar::VaeConfig::official());
+    FAIL("expected mvar::Error");
+  } catch (const mvar::Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains("'decoder.conv_in.weight' has shape (128, 32, 3, 3), expected (640, 32, 3, 3)"));
+    CHECK_THAT(msg, Catch::Contains("'decoder.conv_out.weight' has shape (3, 32, 3, 3), expected (3, 160, 3, 3)"));
+    CHECK_THAT(msg, Catch::Contains("tiny.vae.safetensors"));
+  }
+  // No attention in the config, but the file has it: unexpected keys.
+  auto cfg = mvar::VaeConfig::tiny();
+  cfg.using_mid_sa = false;
+  REQUIRE_THROWS_WITH(mvar::VqvaeDecoder(vae, cfg), Catch::Contains("unexpected 'decoder.mid.attn_1.qkv.weight'"));
+  // A missing tensor is named with its expected shape.
+  std::vector<mvar::TensorRef> refs;
+  for (const auto& t : vae.tensors())
+    if (t.name != "decoder.up.2.block.1.norm2.bias") refs.push_back(t);
+  const mvar::TensorStore partial("partial", refs, nullptr);
+  REQUIRE_THROWS_WITH(mvar::VqvaeDecoder(partial, mvar::VaeConfig::tiny()),
+                      Catch::Contains("missing 'decoder.up.2.block.1.norm2.bias' (expected shape (64,))"));
+  // Invalid configurations.
+  cfg = mvar::VaeConfig::tiny();
+  cfg.ch = 40;
+  REQUIRE_THROWS_WITH(mvar::VqvaeDecoder(vae, cfg), Catch::Contains("multiple of 32"));
+}
+
+TEST_CASE("to_rgb8: clamp, (x+1)/2, truncation of 255·y, HWC", "[model][vqvae]") {
+  // Pixel (0,0) RGB and pixel (0,1) RGB, planar input.
+  const std::vector<float> img = {-2.f, 1.f, /*G*/ 0.f, 5.f, /*B*/ 0.99f, -1.f};
+  std::vector<std::uint8_t> out(6);
+  mvar::to_rgb8(TensorView<const float, 3>(img.data(), {3, 1, 2}), out);
+  // 0 → 127.5 → 127 (truncated, not rounded); 0.99 → 253.725 → 253.
+  REQUIRE(out == std::vector<std::uint8_t>{0, 127, 253, 255, 255, 0});
+  REQUIRE_THROWS_AS(mvar::to_rgb8(TensorView<const float, 3>(img.data(), {3, 1, 2}), std::span(out).first(5)), mvar::Error);
+}
+
+TEST_CASE("VqvaeDecoder == float64 reference decoder for other configurations", "[model][vqvae]") {
+  // Small configurations exercise what the fixtures cannot: other level counts, res-block counts,
+  // latent channels and sides, attention switched off, 1×1 shortcuts at several levels.
+  // float32 vs float64 through ~20 layers, each renormalised by GroupNorm: observed errors are a
+  // few 1e-6 of the output's scale; 1e-4 of the largest output value leaves a wide margin while a
+  // wrong tap, group or shortcut shows up as errors of order 1e-1.
+  constexpr double kRelTol = 1e-4;
+  std::vector<mvar::VaeConfig> cfgs(3);
+  cfgs[0].cvae = 8, cfgs[0].vocab = 16, cfgs[0].ch = 32, cfgs[0].ch_mult = {1, 2}, cfgs[0].num_res_blocks = 1;
+  cfgs[1] = cfgs[0], cfgs[1].ch_mult = {2, 1, 3}, cfgs[1].using_sa = false, cfgs[1].num_res_blocks = 0;
+  cfgs[2] = cfgs[0], cfgs[2].ch_mult = {1}, cfgs[2].using_mid_sa = false, cfgs[2].cvae = 4, cfgs[2].n_phi = 2;
+  const int P = GENERATE(3, 5);
+  for (std::size_t i = 0; i < cfgs.size(); ++i) {
+    const auto& cfg = cfgs[i];
+    CAPTURE(i, P);
+    const auto store = mvar::ref::random_vae_store(cfg, unsigned(10 + i));
+    const mvar::VqvaeDecoder dec(store, cfg);
+    const int S = dec.image_side(P);
+    std::mt19937 rng(static_cast<unsigned>(P));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> fhat(std::size_t(cfg.cvae * P * P));
+    for (auto& v : fhat) v = nd(rng);
+    mvar::ThreadPool pool(2);
+    mvar::Workspace ws(dec.workspace_bytes(P));
+    std::vector<float> rgb(std::size_t(3 * S * S));
+    dec.decode(pool, TensorView<const float, 3>(fhat.data(), {cfg.cvae, P, P}), TensorView<float, 3>(rgb.data(), {3, S, S}), ws);
+    const auto want = mvar::ref::decoder(store, cfg, fhat, P);
+    REQUIRE(want.v.size() == rgb.size());
+    double scale = 0, err = 0;
+    for (std::size_t j = 0; j < rgb.size(); ++j) {
+      scale = std::max(scale, std::abs(want.v[j]));
+      err = std::max(err, std::abs(rgb[j] - want.v[j]));
+    }
+    CAPTURE(err, scale);
+    REQUIRE(scale > 0.1);  // the comparison is not vacuous
+    REQUIRE(err <= kRelTol * scale);
+  }
+}
