@@ -7,14 +7,17 @@
 // as strided views — token-major with heads interleaved, exactly as the qkv projection writes
 // them, so no layout copy is needed (only head_dim must be unit-stride).
 //
-// Inner loop (detail::attend_query, shared with neighborhood_attention.hpp): one query against a
-// stream of keys, in blocks of as many keys as a SIMD batch has lanes. The query and the output
-// accumulator stay in registers (vectorised over head_dim); each key's dot product is an FMA
-// chain over head_dim, and the batch-size dot products of a block are reduced together with one
+// Inner loop (detail::QueryAccumulator, shared with neighborhood_attention.hpp): one query
+// against a stream of keys, in batches of as many keys as a SIMD batch has lanes. The query and
+// the output accumulator stay in registers (vectorised over head_dim); each key's dot product is
+// an FMA chain over head_dim, and a batch's dot products are reduced together with one
 // transposing horizontal add (xsimd::haddp), so there is no per-key horizontal sum. Softmax is
-// online in fp32 (running max, rescaled sum and accumulator), so any number of keys needs no
-// scratch memory. Threading: chunks of (batch, head, block of kQueryBlock queries), fixed by the
-// problem size; every output row is written by one chunk → identical bits for any thread count.
+// online in fp32 (running max, rescaled sum and accumulator) over superblocks of 4 batches. Two
+// queries run phase-interleaved. Each chunk packs the keys/values it reuses into a dense stack
+// buffer (the qkv rows are 3C floats apart and would alias in L1); prefixes longer than the
+// buffer stream through it block by block. Threading: chunks of (batch, block of kQueryBlock
+// queries, head), fixed by the problem size; every output row is written by one chunk →
+// identical bits for any thread count.
 //
 // Template parameters:
 //   HeadDim — head_dim fixed at compile time (a multiple of the batch size; 32/64/128 are
@@ -37,9 +40,18 @@
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/kernels/softmax.hpp"
 
+// GCC 12 reports -Wmaybe-uninitialized inside its AVX-512 intrinsics (_mm512_undefined_ps in
+// xsimd's haddp/exp) once they are inlined here: a known false positive, silenced for this header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace mvar {
 
 namespace detail {
+
 
 /// Key/value pointers of one query's keys, visited in order: next() advances and returns them.
 template <class S>
@@ -134,6 +146,9 @@ class QueryAccumulator {
   /// exp, rescale) overlaps the other's independent dot products. Same arithmetic per query as
   /// consume(), so the bits do not depend on which path ran.
   template <KeyStream KeysA, KeyStream KeysB>
+#if defined(__GNUC__)
+  [[gnu::always_inline]]  // inlined into attend_query_pair, the accumulators stay in registers
+#endif
   static void consume_pair(QueryAccumulator& a, KeysA& ka, QueryAccumulator& b, KeysB& kb, std::ptrdiff_t n) {
     for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kSuperblock * L) {
       const int nb = int(std::min<std::ptrdiff_t>(kSuperblock * L, n - j0));
@@ -378,9 +393,12 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
           // Common case (MVAR in-scale, VAR up to 256 keys at head_dim 64): pack once, one pass.
           detail::pack_rows<Arch>(&k(b, 0, h, 0), k.stride(1), Nk, D, pack);
           detail::pack_rows<Arch>(&v(b, 0, h, 0), v.stride(1), Nk, D, pack + Nk * D);
-          for (std::ptrdiff_t i = i0; i < i1; ++i)
-            detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk,
-                                                detail::DenseKeys{pack, pack + Nk * D, D, D}, &out(b, i, h, 0));
+          const detail::DenseKeys keys{pack, pack + Nk * D, D, D};
+          std::ptrdiff_t i = i0;
+          for (; i + 1 < i1; i += 2)  // query pairs, phase-interleaved (see attend_query_pair)
+            detail::attend_query_pair<HeadDim, Arch>(&q(b, i, h, 0), &q(b, i + 1, h, 0), scale, D, Nk, keys, keys,
+                                                     &out(b, i, h, 0), &out(b, i + 1, h, 0));
+          if (i < i1) detail::attend_query<HeadDim, Arch>(&q(b, i, h, 0), scale, D, Nk, keys, &out(b, i, h, 0));
         } else {
           // Long prefixes: stream packed key blocks past all queries of the chunk; the online
           // state of each query persists across blocks (same key order → same bits).
@@ -391,7 +409,12 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
             const auto nb = std::min(kblock, Nk - j0);
             detail::pack_rows<Arch>(&k(b, j0, h, 0), k.stride(1), nb, D, pack);
             detail::pack_rows<Arch>(&v(b, j0, h, 0), v.stride(1), nb, D, pack + nb * D);
-            for (std::ptrdiff_t i = i0; i < i1; ++i) {
+            std::ptrdiff_t i = i0;
+            for (; i + 1 < i1; i += 2) {
+              detail::DenseKeys ka{pack, pack + nb * D, D, D}, kb = ka;
+              Acc::consume_pair(acc[i - i0], ka, acc[i + 1 - i0], kb, nb);
+            }
+            if (i < i1) {
               detail::DenseKeys keys{pack, pack + nb * D, D, D};
               acc[i - i0].consume(keys, nb);
             }
@@ -407,3 +430,7 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
 }
 
 }  // namespace mvar
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

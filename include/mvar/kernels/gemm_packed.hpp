@@ -145,10 +145,6 @@ inline void pack_b_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, s
   const float* src = w + n0 * ldw + k0;
   for (std::ptrdiff_t kb = 0; kb < kc; kb += kBlock) {
     const std::ptrdiff_t ke = std::min(kc, kb + kBlock);
-    // Cold W rows are read as NR interleaved 128-byte runs, too many streams for the hardware
-    // prefetcher: ask for the run 8 blocks (1 KiB) ahead of each row explicitly.
-    if (kb + 8 * kBlock < kc)
-      for (int j = 0; j < cols; ++j) __builtin_prefetch(src + j * ldw + kb + 8 * kBlock);
     if (cols == NR) {
       for (std::ptrdiff_t k = kb; k < ke; ++k)
 #pragma GCC unroll 32
@@ -158,6 +154,19 @@ inline void pack_b_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, s
         for (int j = 0; j < NR; ++j) dst[k * NR + j] = j < cols ? src[j * ldw + k] : 0.0f;
     }
   }
+}
+
+/// Reads one byte per cache line of rows [n0, n1) × [0, K) of w, front to back (char reads may
+/// alias the floats; the volatile sink keeps the loads).
+inline void touch_rows(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t n0, std::ptrdiff_t n1,
+                       std::ptrdiff_t K) {
+  unsigned acc = 0;
+  for (std::ptrdiff_t n = n0; n < n1; ++n) {
+    const auto* row = reinterpret_cast<const unsigned char*>(w + n * ldw);
+    for (std::ptrdiff_t b = 0; b < K * std::ptrdiff_t(sizeof(float)); b += 64) acc += row[b];
+  }
+  volatile unsigned sink = acc;
+  (void)sink;
 }
 
 /// Where the B panels come from: pre-packed for all of K (PackedLinear), or raw W that each
@@ -183,9 +192,15 @@ inline void gemm_panels(const float* ap, std::ptrdiff_t M, std::ptrdiff_t K, con
   const float* bpacked = bs.packed;
   std::ptrdiff_t pbase = 0;
   if (!bpacked) {
+    // Cold W read as NR interleaved 128-byte runs is slow (too many streams for the hardware
+    // prefetcher); one sequential pass over a panel's NR rows first brings them into L2 at
+    // stream speed (measured: 530 → 370 µs per 4 MB packed, one core). Per panel, not per
+    // chunk: a whole chunk's rows (up to 1.5 MB for N = 6144) would not fit L2.
     float* scratch = thread_scratch(1, std::size_t(K * NR * (p1 - p0)));
-    for (std::ptrdiff_t p = p0; p < p1; ++p)
+    for (std::ptrdiff_t p = p0; p < p1; ++p) {
+      touch_rows(bs.w, bs.ldw, p * NR, std::min(N, p * NR + NR), K);
       pack_b_panel<Arch>(bs.w, bs.ldw, N, p, 0, K, scratch + (p - p0) * K * NR);
+    }
     bpacked = scratch;
     pbase = p0;
   }

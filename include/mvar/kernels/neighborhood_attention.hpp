@@ -8,17 +8,20 @@
 // a token t = row·W + col of the model's [B, N, 3C] qkv buffer); head_dim must be unit-stride.
 //
 // Computation: per query, its kernel² keys are streamed row by row of the window into the same
-// register-blocked online-softmax loop as full attention (detail::attend_query in
-// attention.hpp: vectorised over head_dim, fp32, no per-key horizontal sum). Queries are
-// processed in tiles of kTileRows × kTileCols grid cells: a tile's queries share all but a
-// border of their windows, so a tile touches (kTileRows + k − 1)·(kTileCols + k − 1) keys, which
-// stay in L1/L2 while the tile runs. Threading: one chunk per (batch, head, tile); the tiling
-// depends only on the grid, and every output row is written by one chunk → identical bits for
-// any thread count.
+// register-blocked online-softmax loop as full attention (detail::QueryAccumulator in
+// attention.hpp: vectorised over head_dim, fp32, no per-key horizontal sum), two neighbouring
+// queries at a time with their phases interleaved. Queries are processed in tiles of
+// kTileRows × kTileCols grid cells: a tile's queries share all but a border of their windows, so
+// the chunk copies the tile's (kTileRows + k − 1)·(kTileCols + k − 1) keys and values once into
+// a dense stack buffer (the model's qkv rows are 12 KiB apart, which would alias in L1) and
+// reads them from there through a per-tile offset table. Threading: one chunk per (batch, tile,
+// head); the tiling depends only on the problem, and every output row is written by one chunk
+// with the same arithmetic whatever the tiling → identical bits for any thread count.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include <xsimd/xsimd.hpp>
 
@@ -64,6 +67,22 @@ inline void check_na_args(const TensorView<const float, 5>& q, const TensorView<
 }
 
 namespace detail {
+
+/// The keys of one query in a packed tile region: offsets from the window's first key, the same
+/// table for every query of the tile (and for K and V, which are packed alike). Branch-free.
+struct TableKeys {
+  const float* k;
+  const float* v;
+  const std::int32_t* off;
+  void next(const float*& kp, const float*& vp) {
+    kp = k + *off;
+    vp = v + *off;
+    ++off;
+  }
+};
+
+/// Entries of the per-tile offset table (stack); packing is used only when kernel² fits.
+inline constexpr std::ptrdiff_t kMaxWindowKeys = 1536;
 
 inline void prefetch_row(const float* p, std::ptrdiff_t n) {
   for (std::ptrdiff_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
@@ -114,12 +133,13 @@ void neighborhood_attention_2d(ThreadPool& pool, TensorView<const float, 5> q, T
   while ((tr > 1 || tc > 1) && !fits(tr, tc)) {
     if (tc > tr) tc /= 2; else tr /= 2;
   }
-  const bool packed = fits(tr, tc) && dilation == 1;
+  const bool packed = fits(tr, tc) && dilation == 1 && nk <= detail::kMaxWindowKeys;
   const auto ty = (Hg + tr - 1) / tr, tx = (Wg + tc - 1) / tc;
   detail::dispatch_head_dim<Arch>(D, [&](auto hd) {
     constexpr int HeadDim = decltype(hd)::value;
     parallel_for(pool, B * heads * ty * tx, 1, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
       alignas(64) float pack[detail::kPackFloats];
+      std::int32_t window[detail::kMaxWindowKeys];
       for (std::ptrdiff_t c = c0; c < c1; ++c) {
         // Heads vary fastest: consecutive chunks read neighbouring head slices of the same qkv
         // rows (same pages, adjacent lines) instead of striding over the whole buffer per head.
@@ -135,11 +155,13 @@ void neighborhood_attention_2d(ThreadPool& pool, TensorView<const float, 5> q, T
             detail::pack_rows<Arch>(&k(b, r, rx0, h, 0), k.stride(2), rw, D, pack + (r - ry0) * rw * D);
             detail::pack_rows<Arch>(&v(b, r, rx0, h, 0), v.stride(2), rw, D, pack + region + (r - ry0) * rw * D);
           }
+          for (int a = 0; a < kernel; ++a)
+            for (int cc = 0; cc < kernel; ++cc) window[a * kernel + cc] = std::int32_t((a * rw + cc) * D);
           for (std::ptrdiff_t y = y0; y < y1; ++y) {
             const auto ys = na_window_start(y, Hg, kernel, 1);
             auto keys_of = [&](std::ptrdiff_t x) {
               const auto off = ((ys - ry0) * rw + (na_window_start(x, Wg, kernel, 1) - rx0)) * D;
-              return detail::WindowKeys{pack + off, pack + region + off, rw * D, D, rw * D, D, kernel};
+              return detail::TableKeys{pack + off, pack + region + off, window};
             };
             std::ptrdiff_t x = x0;
             for (; x + 1 < x1; x += 2) {  // pairs of neighbouring queries, interleaved for ILP
