@@ -40,7 +40,7 @@ cli::Args make_args() {
       {"cfg", "X", "classifier-free guidance strength ≥ 0 (t = cfg·s/(S−1))", "model's recommendation"},
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
-      {"precision", "fp32|bf16", "transformer weights: fp32 in place, or packed bf16 (AVX512-BF16 dot products, fp32 accumulation)", "fp32"},
+      {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation)", "packed"},
       {"threads", "N", "worker threads (≥ 1)", "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
       {"separate", "", "write one PNG per image instead of one grid", ""},
@@ -75,9 +75,9 @@ int main(int argc, char** argv) {
     req.mode = args.str("mode", "mvar");
     if (req.mode != "mvar" && req.mode != "var")
       throw cli::UsageError(concat("--mode must be 'mvar' or 'var', got '", req.mode, "'"));
-    req.precision = args.str("precision", "fp32");
-    if (req.precision != "fp32" && req.precision != "bf16")
-      throw cli::UsageError(concat("--precision must be 'fp32' or 'bf16', got '", req.precision, "'"));
+    req.weights = args.str("weights", "packed");
+    if (req.weights != "inplace" && req.weights != "packed" && req.weights != "bf16")
+      throw cli::UsageError(concat("--weights must be 'inplace', 'packed' or 'bf16', got '", req.weights, "'"));
     req.transformer = args.str("transformer");
     req.vae = args.str("vae");
     req.model = args.str("model", "auto");

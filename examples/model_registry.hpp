@@ -29,7 +29,7 @@
 namespace mvar {
 
 struct RunRequest {
-  std::string transformer, vae, model = "auto", mode = "mvar", output = "mvar_out.png", precision = "fp32";
+  std::string transformer, vae, model = "auto", mode = "mvar", output = "mvar_out.png", weights = "packed";
   std::vector<int> labels;
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
@@ -112,7 +112,9 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
 template <ModelConfig Cfg>
 RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorStore& tv, const VaeConfig& vcfg,
                    const Recommended& rec, int default_batch) {
-  const Transformer<Cfg> model(tw, req.precision == "bf16" ? Precision::BF16 : Precision::F32);
+  const Transformer<Cfg> model(tw, req.weights == "bf16"     ? WeightLayout::PackedBF16
+                                   : req.weights == "inplace" ? WeightLayout::InPlace
+                                                              : WeightLayout::PackedF32);
   std::vector<int> pn;
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
   const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
@@ -144,7 +146,7 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   }
   if (!req.quiet) {
     std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s)\n",
-                req.model.c_str(), model.precision() == Precision::BF16 ? "bf16" : "fp32", req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
+                req.model.c_str(), layout_name(model.layout()), req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
                 static_cast<unsigned long long>(o.seed), req.threads);
     o.on_scale = [](const ScaleReport& s) {
       std::printf("[generate] scale %2d/%d  %3d×%-3d  %8.3f s\n", s.scale + 1, s.scales, s.side, s.side, s.seconds);

@@ -22,10 +22,10 @@ using Tiny = Transformer<presets::tiny>;
 // Runs the whole pyramid teacher-forced on the trace's own inputs x_in.s{s} and compares the
 // inputs we build, every block output, every row's log-sum-exp and the stored logit rows.
 template <class Trajectory>
-void check_trace(const std::string& trace_name, Precision precision = Precision::F32, double tol = kLogitAtol) {
+void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayout::InPlace, double tol = kLogitAtol) {
   const auto w = test::load_fixture("tiny.transformer.safetensors");
   const auto tr = test::load_fixture(trace_name);
-  Tiny model(w, precision);
+  Tiny model(w, layout);
   Trajectory traj(Tiny::config);
   ThreadPool pool(2);
   const auto labels64 = tr.at("labels").to_int();
@@ -101,8 +101,13 @@ TEST_CASE("VAR transformer (KV cache) matches the official trace, teacher-forced
 // Hidden states and logits reach ≈ 10–14, so 0.25 absolute is ≈ 2 % of the largest value —
 // while a wrong layer (e.g. a swapped AdaLN chunk) moves them by O(1).
 TEST_CASE("MVAR and VAR with bf16-packed weights stay within the bf16 tolerance", "[model][fixtures][bf16]") {
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", Precision::BF16, 0.25);
-  check_trace<FullPrefix>("var_tiny.trace.safetensors", Precision::BF16, 0.25);
+  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedBF16, 0.25);
+  check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedBF16, 0.25);
+}
+
+TEST_CASE("MVAR and VAR with fp32-packed weights match the traces at fp32 tolerance", "[model][fixtures]") {
+  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedF32);
+  check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedF32);
 }
 
 TEST_CASE("ModelConfig: presets, parameter counts, validation", "[model][config]") {

@@ -349,7 +349,9 @@ TensorStore load_pth_bytes(std::vector<std::byte>&&, const std::string& = "<memo
 /// Opens a torch.save checkpoint (memory-mapped; contiguous tensors point into the map).
 inline TensorStore load_pth(const std::string& path) {
   auto map = std::make_shared<MappedFile>(path);
-  return detail::PthReader(std::span(map->data(), map->size()), path).read(map);
+  TensorStore st = detail::PthReader(std::span(map->data(), map->size()), path).read(map);
+  st.set_mapped_range({map->data(), map->size()});  // non-contiguous copies live outside it
+  return st;
 }
 
 }  // namespace mvar

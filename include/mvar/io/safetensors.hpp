@@ -138,7 +138,9 @@ inline TensorStore load_safetensors(const std::string& path) {
   auto map = std::make_shared<MappedFile>(path);
   std::map<std::string, std::string> meta;
   auto tensors = detail::parse_safetensors(map->data(), map->size(), path, &meta);
-  return TensorStore(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
+  TensorStore st(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
+  st.set_mapped_range({map->data(), map->size()});
+  return st;
 }
 
 /// Validates a safetensors image held in memory (tests, fuzzing). The bytes must outlive the store.

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <memory>
 #include <span>
 #include <string>
@@ -72,6 +74,21 @@ class TensorStore {
     if (!t) throw Error(concat(source_, ": no tensor named '", name, "'"));
     return *t;
   }
+  /// The memory-mapped file the tensors point into (empty when they live in owned buffers).
+  void set_mapped_range(std::span<const std::byte> r) { mapped_ = r; }
+  std::span<const std::byte> mapped_range() const { return mapped_; }
+
+  /// Tells the kernel the pages of t are no longer needed (after a caller made its own copy, e.g.
+  /// packed weights): they leave the resident set and are re-read from the file if touched again.
+  /// Only whole pages inside the mapped file are released; owned buffers are never touched.
+  void release_pages(const TensorRef& t) const {
+    if (mapped_.empty() || t.data < mapped_.data() || t.data + t.nbytes > mapped_.data() + mapped_.size()) return;
+    const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    const auto b = (reinterpret_cast<std::uintptr_t>(t.data) + page - 1) / page * page;
+    const auto e = (reinterpret_cast<std::uintptr_t>(t.data) + t.nbytes) / page * page;
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+  }
+
   /// Total bytes of all tensors (as stored).
   std::size_t total_bytes() const {
     std::size_t n = 0;
@@ -83,6 +100,7 @@ class TensorStore {
   std::string source_;
   std::vector<TensorRef> tensors_;
   std::shared_ptr<const void> backing_;
+  std::span<const std::byte> mapped_;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, std::size_t, std::less<>> index_;
 };

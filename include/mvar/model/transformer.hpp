@@ -33,6 +33,13 @@
 
 namespace mvar {
 
+/// Where the transformer's token-wise weights live (see the Transformer constructor).
+enum class WeightLayout { InPlace, PackedF32, PackedBF16 };
+
+inline const char* layout_name(WeightLayout l) {
+  return l == WeightLayout::InPlace ? "fp32 in place" : l == WeightLayout::PackedF32 ? "fp32 packed" : "bf16 packed";
+}
+
 /// What a block hands to the attention policy: q̂, k̂, v of the step's tokens inside qkv
 /// ([R·n, 3C]: q at columns [0, C), k̂ at [C, 2C), v at [2C, 3C); heads interleaved), and
 /// where to write the attention output ([R·n, C], heads concatenated head-major).
@@ -93,17 +100,30 @@ class Transformer {
   static constexpr ModelConfig config = Cfg;
   static constexpr int C = Cfg.width, H = Cfg.heads, HD = Cfg.head_dim(), F = Cfg.ffn_hidden(), V = Cfg.vocab;
 
-  /// Binds the weights (strictly, by official name). Precision::F32 uses the float32 tensors in
-  /// place (zero copy); Precision::BF16 packs the token-wise layers (qkv, proj, fc1, fc2, head —
-  /// 99 % of the weights) once into bfloat16 GEMM panels for AVX512-BF16 dot products with fp32
-  /// accumulation (falls back to packed fp32 where the build lacks AVX512-BF16).
-  explicit Transformer(const TensorStore& st, Precision precision = Precision::F32)
+  /// Binds the weights (strictly, by official name). With WeightLayout::InPlace the float32
+  /// tensors are used where they lie (zero copy from the memory map). Packed layouts copy the
+  /// token-wise layers (qkv, proj, fc1, fc2, head — 99 % of the weights) once into GEMM panels —
+  /// PackedF32, or PackedBF16 for AVX512-BF16 dot products with fp32 accumulation (packed fp32
+  /// where the build lacks AVX512-BF16) — and release the mapped source pages, so the resident
+  /// set holds one copy.
+  explicit Transformer(const TensorStore& st, WeightLayout layout = WeightLayout::InPlace)
       : w_(bind_transformer_weights(st, Cfg)) {
-    if (precision == Precision::BF16) {
-      for (const auto& b : w_.blocks)
-        for (const LinearWeights* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) packed_.emplace_back(l->weight(), l->b, precision);
-      packed_.emplace_back(w_.head.weight(), w_.head.b, precision);
+    if (layout == WeightLayout::InPlace) return;
+    const Precision p = layout == WeightLayout::PackedBF16 ? Precision::BF16 : Precision::F32;
+    auto pack = [&](const LinearWeights& l, const std::string& name) {
+      packed_.emplace_back(l.weight(), l.b, p);
+      if (const TensorRef* t = st.find(name + ".weight")) st.release_pages(*t);
+    };
+    for (int i = 0; i < Cfg.depth; ++i) {
+      const auto& b = w_.blocks[std::size_t(i)];
+      const std::string pre = concat("blocks.", i, ".");
+      pack(b.qkv, pre + "attn.mat_qkv");
+      pack(b.proj, pre + "attn.proj");
+      pack(b.fc1, pre + "ffn.fc1");
+      pack(b.fc2, pre + "ffn.fc2");
     }
+    pack(w_.head, "head");
+    layout_ = packed_.front().precision() == Precision::BF16 ? WeightLayout::PackedBF16 : WeightLayout::PackedF32;
   }
 
   const TransformerWeights& weights() const { return w_; }
@@ -116,7 +136,7 @@ class Transformer {
       for (const LinearWeights* l : {&blk.qkv, &blk.proj, &blk.fc1, &blk.fc2}) b -= sizeof(float) * std::size_t(l->out) * l->in;
     return b - sizeof(float) * std::size_t(w_.head.out) * w_.head.in;
   }
-  Precision precision() const { return packed_.empty() ? Precision::F32 : packed_.front().precision(); }
+  WeightLayout layout() const { return layout_; }
 
   /// Bytes of the Conditioning arrays for R rows.
   static std::size_t conditioning_bytes(int R) {
@@ -237,6 +257,7 @@ class Transformer {
 
   TransformerWeights w_;
   std::vector<PackedLinear> packed_;
+  WeightLayout layout_ = WeightLayout::InPlace;
 };
 
 }  // namespace mvar
