@@ -13,6 +13,7 @@
 
 #include "mvar/mvar.hpp"
 #include "random_weights.hpp"
+#include "reference/vae_ref.hpp"
 
 using namespace mvar;
 
@@ -33,7 +34,7 @@ double peak_rss_mib() {
 
 struct D16Setup {
   TensorStore tw = test::random_transformer(Cfg, 1);
-  TensorStore tv = test::random_vae(VaeConfig::official(), 2);
+  TensorStore tv = ref::random_vae_store(VaeConfig::official(), 2);
   D16 model{tw};
   VectorQuantizer quant{tv, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, 32, 4096};
   VqvaeDecoder decoder{tv, VaeConfig::official()};
