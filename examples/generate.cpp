@@ -43,6 +43,8 @@ cli::Args make_args() {
       {"threads", "N", "worker threads (≥ 1)", "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
       {"separate", "", "write one PNG per image instead of one grid", ""},
+      {"columns", "N", "images per grid row (0 = square-ish)", "5 for the default model, else 0"},
+      {"upscale", "N", "enlarge each image N× (nearest neighbour) when writing", "4 for images ≤ 64 px, else 1"},
       {"quiet", "", "no progress lines", ""},
   });
 }
@@ -86,6 +88,11 @@ int main(int argc, char** argv) {
     if (req.threads < 1) throw cli::UsageError(concat("--threads must be ≥ 1, got ", req.threads));
     req.output = args.str("output", "mvar_out.png");
     req.separate = args.has("separate");
+    if (args.has("columns")) req.columns = int(args.integer("columns", 0));
+    if (args.has("upscale")) req.upscale = int(args.integer("upscale", 1));
+    if (req.columns && *req.columns < 0) throw cli::UsageError(concat("--columns must be ≥ 0, got ", *req.columns));
+    if (req.upscale && (*req.upscale < 1 || *req.upscale > 16))
+      throw cli::UsageError(concat("--upscale must be in [1, 16], got ", *req.upscale));
     req.quiet = args.has("quiet");
 
     const auto t0 = std::chrono::steady_clock::now();

@@ -34,7 +34,7 @@ struct RunRequest {
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
   std::optional<float> cfg, top_p;
-  std::optional<int> top_k;
+  std::optional<int> top_k, columns, upscale;
   bool separate = false, quiet = false;
 };
 
@@ -43,13 +43,6 @@ struct RunResult {
   double sample_seconds = 0, decode_seconds = 0;
   std::size_t weight_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
   std::vector<std::string> files;
-};
-
-/// Sampling settings an architecture recommends (SPEC §1.9, §3.4).
-struct Recommended {
-  float cfg = 1.5f;
-  int top_k = 900;
-  float top_p = 0.96f;
 };
 
 namespace detail {
@@ -102,7 +95,17 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   }
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.workspace_high_water += ws.high_water();
-  r.files = write_png_batch(req.output, rgb, int(labels.size()), side, side, req.separate ? PngBatch::Numbered : PngBatch::Grid);
+  // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
+  for (std::size_t b = 0; b < labels.size(); ++b)
+    for (int y = 0; y < big; ++y)
+      for (int x = 0; x < big; ++x)
+        for (int c = 0; c < 3; ++c)
+          out[((b * big + y) * big + x) * 3 + c] = rgb[((b * side + y / up) * side + x / up) * 3 + c];
+  const int columns = req.columns.value_or(labels.size() == 10 ? 5 : 0);
+  r.files = write_png_batch(req.output, out, int(labels.size()), big, big, req.separate ? PngBatch::Numbered : PngBatch::Grid,
+                            columns);
   return r;
 }
 
@@ -158,6 +161,7 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
 
 }  // namespace detail
 
+
 /// Resolves files and architecture, then runs one generation.
 inline RunResult run_generation(RunRequest req) {
   std::string note;
@@ -165,13 +169,18 @@ inline RunResult run_generation(RunRequest req) {
   Recommended rec;
   if (req.transformer.empty() != req.vae.empty())
     throw cli::UsageError("give both --transformer and --vae, or neither (the default model)");
+  std::optional<ModelDescription> json;
   if (req.transformer.empty()) {
-    const std::string fixtures = MVAR_FIXTURE_DIR;
-    req.transformer = fixtures + "/tiny.transformer.safetensors";
-    req.vae = fixtures + "/tiny.vae.safetensors";
-    if (req.model == "auto") req.model = "tiny";
-    note = "using the untrained tiny test model (random weights from tests/fixtures): expect noise";
-    default_batch = 4;
+    const std::string dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
+    req.transformer = dir + "/mvar.safetensors";
+    req.vae = dir + "/vae.safetensors";
+    json = load_model_description(dir + "/config.json");
+    if (req.model == "auto") req.model = "fashion_mnist";
+    note = concat("using the default model: class-conditional MVAR trained on Fashion-MNIST (", dir, ")");
+    default_batch = json->arch.num_classes;  // one image per class
+  } else {
+    const std::string cfg_path = (std::filesystem::path(req.transformer).parent_path() / "config.json").string();
+    if (detail::file_exists(cfg_path) && req.model == "auto") json = load_model_description(cfg_path);
   }
   for (const auto& f : {req.transformer, req.vae})
     if (!detail::file_exists(f)) throw Error(concat(f, ": no such file"));
@@ -179,13 +188,25 @@ inline RunResult run_generation(RunRequest req) {
 
   const TensorStore tw = load_checkpoint(req.transformer);
   const TensorStore tv = load_checkpoint(req.vae);
+  if (json) {
+    if (same_architecture(json->arch, presets::fashion_mnist))
+      return detail::run_arch<presets::fashion_mnist>(req, tw, tv, json->vae, json->rec, default_batch);
+    if (same_architecture(json->arch, presets::tiny))
+      return detail::run_arch<presets::tiny>(req, tw, tv, json->vae, json->rec, default_batch);
+    if (req.model == "fashion_mnist")
+      throw Error("the default model's config.json does not describe the compiled fashion_mnist preset");
+  }
   if (req.model == "auto") req.model = detail::detect_architecture(tw);
   if (req.model == "d16") return detail::run_arch<presets::d16>(req, tw, tv, VaeConfig::official(), {2.0f, 1200, 0.99f}, default_batch);
   if (req.model == "d20") return detail::run_arch<presets::d20>(req, tw, tv, VaeConfig::official(), {1.5f, 900, 0.96f}, default_batch);
   if (req.model == "d24") return detail::run_arch<presets::d24>(req, tw, tv, VaeConfig::official(), {1.4f, 900, 0.96f}, default_batch);
   if (req.model == "d30") return detail::run_arch<presets::d30>(req, tw, tv, VaeConfig::official(), {1.5f, 900, 0.96f}, default_batch);
+  if (req.model == "fashion_mnist") {
+    const auto j = load_model_description(std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist/config.json");
+    return detail::run_arch<presets::fashion_mnist>(req, tw, tv, j.vae, j.rec, default_batch);
+  }
   if (req.model == "tiny") return detail::run_arch<presets::tiny>(req, tw, tv, VaeConfig::tiny(), {1.5f, 900, 0.96f}, default_batch);
-  throw cli::UsageError(concat("unknown --model '", req.model, "' (auto, d16, d20, d24, d30, tiny)"));
+  throw cli::UsageError(concat("unknown --model '", req.model, "' (auto, d16, d20, d24, d30, tiny, fashion_mnist)"));
 }
 
 }  // namespace mvar

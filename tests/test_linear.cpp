@@ -126,7 +126,7 @@ TEST_CASE("linear == double reference over shapes", "[kernels][linear]") {
 }
 
 TEST_CASE("linear on strided, misaligned views", "[kernels][linear]") {
-  const Index M = GENERATE(1, 5, 50, 130);
+  const Index M = GENERATE(1, 5, 50, 130, 300);  // 300: linear() packs W per call
   const Index K = GENERATE(7, 128, 300);
   const Index N = GENERATE(3, 97, 260);
   const Index pad = GENERATE(1, 3, 16);
@@ -141,7 +141,7 @@ TEST_CASE("linear on strided, misaligned views", "[kernels][linear]") {
 }
 
 TEST_CASE("linear gives the same bits for 1, 2 and 3 threads", "[kernels][linear][determinism]") {
-  const Index M = GENERATE(2, 33, 200);
+  const Index M = GENERATE(2, 33, 200, 300);
   const Index K = GENERATE(129, 1024);
   const Index N = GENERATE(100, 1025);
   const Impl impl = GENERATE(Impl::Linear, Impl::Packed);

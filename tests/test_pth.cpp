@@ -234,6 +234,7 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   p.str("l").tensor("LongStorage", "3", 2, 0, {2}, {1});
   p.str("i").tensor("IntStorage", "4", 1, 0, {}, {});
   p.str("empty").tensor("FloatStorage", "0", 6, 6, {0, 3}, {3, 1});
+  p.str("bcast").tensor("FloatStorage", "0", 6, 5, {2, 3}, {0, 0});  // expand(): stride 0
   p.op('u').op('}').str("_metadata").ordered_dict().op('s').op('b');
   Bytes h(4), bf(4), l(16), i(4);
   const std::uint16_t hv[2] = {0x3c00, 0xc000}, bv[2] = {mvar::float_to_bf16(1.5f), mvar::float_to_bf16(-3.f)};
@@ -245,10 +246,10 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   const Bytes file = make_pth(p.done(), {{"0", kSix}, {"1", h}, {"2", bf}, {"3", l}, {"4", i}}, {.zip64 = zip64});
 
   const auto st = mvar::load_checkpoint_bytes(file, "hand.pth");
-  REQUIRE(st.size() == 8);
+  REQUIRE(st.size() == 9);
   std::vector<std::string> names;
   for (const auto& t : st.tensors()) names.push_back(t.name);
-  REQUIRE(names == std::vector<std::string>{"a", "a_t", "tail", "h", "bf", "l", "i", "empty"});  // file order
+  REQUIRE(names == std::vector<std::string>{"a", "a_t", "tail", "h", "bf", "l", "i", "empty", "bcast"});  // file order
   REQUIRE(st.at("a").shape == std::vector<std::int64_t>{2, 3});
   REQUIRE(st.at("a").to_float() == std::vector<float>{0, 1, 2, 3, 4, 5});
   REQUIRE(points_into(st.at("a"), file));  // zero copy
@@ -263,6 +264,7 @@ TEST_CASE("pth: a hand-built checkpoint loads, views point into the file", "[io]
   REQUIRE(st.at("i").shape.empty());
   REQUIRE(st.at("i").to_int() == std::vector<std::int64_t>{42});
   REQUIRE(st.at("empty").nbytes == 0);
+  REQUIRE(st.at("bcast").to_float() == std::vector<float>(6, 5.f));
   REQUIRE(st.metadata().at("format") == "pth");
   REQUIRE(st.metadata().at("pth_version") == "3");
 }
@@ -275,7 +277,8 @@ TEST_CASE("pth: MVAR's wrapper is unwrapped, nested dicts are flattened", "[io][
     p.str("other").op('}').str("x").tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
     p.str("mvar_wo_ddp").ordered_dict().str("head.bias").tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1}).op('s');
     p.str("args").op(']').op('(').str("a").op(0x88).op('N').op('e');
-    const auto st = mvar::load_checkpoint_bytes(make_pth(p.op('u').done(), {{"0", kSix}}));
+    const Bytes file = make_pth(p.op('u').done(), {{"0", kSix}});
+    const auto st = mvar::load_checkpoint_bytes(file);
     REQUIRE(st.size() == 1);
     REQUIRE(st.at("head.bias").to_float() == std::vector<float>{0, 1, 2, 3, 4, 5});
     REQUIRE(st.metadata().at("format") == "pth:mvar_wo_ddp");
@@ -289,7 +292,8 @@ TEST_CASE("pth: MVAR's wrapper is unwrapped, nested dicts are flattened", "[io][
     Pickle p;
     p.op('}').op('(').str("blocks").op('}').str("0").op('}').str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1});
     p.op('s').op('s').str("version").integer(2).op('u');
-    const auto st = mvar::load_checkpoint_bytes(make_pth(p.done(), {{"0", kSix}}));
+    const Bytes file = make_pth(p.done(), {{"0", kSix}});
+    const auto st = mvar::load_checkpoint_bytes(file);
     REQUIRE(st.size() == 1);
     REQUIRE(st.find("blocks.0.w") != nullptr);
   }
@@ -304,7 +308,9 @@ TEST_CASE("load_checkpoint dispatches on the file's first bytes", "[io][pth]") {
     std::ofstream(pth, std::ios::binary).write(reinterpret_cast<const char*>(f.data()), std::streamsize(f.size()));
     const std::vector<float> v = {0, 1, 2, 3, 4, 5};
     mvar::save_safetensors(st, {mvar::tensor_to_write<float>("w", mvar::DType::F32, {2, 3}, v)});
-    std::ofstream(legacy, std::ios::binary) << std::string("\x80\x02\x8a\x0a", 4) << "lz" << std::string("\xfc\x9c", 2);
+    // torch < 1.6: PROTO 2, LONG1 of the magic number 0x1950a86a20f9469cfc6c, then more pickles
+    const unsigned char magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+    std::ofstream(legacy, std::ios::binary).write(reinterpret_cast<const char*>(magic), sizeof magic);
   }
   const auto a = mvar::load_checkpoint(pth);
   const auto b = mvar::load_checkpoint(st);
@@ -313,6 +319,17 @@ TEST_CASE("load_checkpoint dispatches on the file's first bytes", "[io][pth]") {
   REQUIRE_THROWS_WITH(mvar::load_checkpoint(legacy), Catch::Contains("legacy (pre-1.6, non-zip) torch.save"));
   REQUIRE_THROWS_WITH(mvar::load_checkpoint((dir / "mvar_no_such_file.pth").string()), Catch::Contains("cannot open"));
   for (const auto& f : {pth, st, legacy}) std::filesystem::remove(f);
+
+  // A safetensors header of 640 bytes makes the file start 80 02 like a pickle: still safetensors.
+  std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  header.resize(640, ' ');
+  Bytes sf;
+  put_le(sf, header.size(), 8);
+  put_str(sf, header);
+  put_le(sf, 0x3f800000, 4);  // 1.0f
+  REQUIRE(sf[0] == std::byte{0x80});
+  REQUIRE(sf[1] == std::byte{0x02});
+  REQUIRE(mvar::load_checkpoint_bytes(sf, "640.safetensors").at("w").to_float() == std::vector<float>{1.f});
 }
 
 TEST_CASE("pth: malicious pickles are refused, naming what they tried", "[io][pth][malicious]") {
@@ -424,6 +441,23 @@ TEST_CASE("pth: storages and tensor geometry are checked before any view", "[io]
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, std::int64_t(1) << 62}, {std::int64_t(1) << 62, 0}), Catch::Contains("overflows"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 7, {0}, {1}), Catch::Contains("offset 7 past its 6 elements"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, 3}, {3}), Catch::Contains("2 sizes but 1 strides"));
+    // Stride-0 views are copied, within the budget; docs/reliability.md F3 and F4 (fuzz findings):
+    // views whose dense copy size wrapped to 0 bytes (heap overflow) or asked for 2^53 bytes.
+    const Bytes one_f32 = f32_bytes({1.f}), one_i64(8, std::byte{0});
+    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40}, {0}),
+                 Catch::Contains("tensor 'w' (1099511627776,): dense copies of non-contiguous tensors would exceed"));
+    REQUIRE_THAT(one("FloatStorage", "0", 1, 0, {std::int64_t(1) << 31, std::int64_t(1) << 31}, {0, 0}, one_f32),
+                 Catch::Contains("tensor 'w' (2147483648, 2147483648): dense copies"));
+    REQUIRE_THAT(one("LongStorage", "0", 1, 0, {std::int64_t(1) << 20, std::int64_t(1) << 20, 1024}, {0, 0, 0}, one_i64),
+                 Catch::Contains("tensor 'w' (1048576, 1048576, 1024): dense copies"));
+  }
+  SECTION("dense copies are bounded by the file size") {
+    Pickle p;
+    p.op('}').op('(');
+    for (int k = 0; k < 8; ++k) p.str("t" + std::to_string(k)).tensor("FloatStorage", "0", 1024, 0, {32, 32}, {1, 32});
+    const Bytes big(4096, std::byte{0});
+    const Bytes file = make_pth(p.op('u').done(), {{"0", big}});
+    REQUIRE_THAT(error_of(file), Catch::Contains("dense copies of non-contiguous tensors would exceed the file's"));
   }
   SECTION("one storage, two dtypes") {
     Pickle p;

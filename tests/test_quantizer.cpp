@@ -124,6 +124,26 @@ TEST_CASE("VQ stage teacher-forced through the traces: f̂ and next input at eve
   }
 }
 
+TEST_CASE("VQ stage gives identical bits for 1, 2 and 5 threads", "[model][quantizer]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  const auto trace = mvar::test::load_fixture("var_tiny.trace.safetensors");
+  const mvar::VectorQuantizer q(vae, kPatchNums, mvar::VaeConfig::tiny());
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 2, 5}) {
+    mvar::ThreadPool pool(threads);
+    mvar::Workspace ws(q.workspace_bytes());
+    std::vector<float> fhat(32 * 16 * 16, 0.f);
+    for (int s = 0; s < 10; ++s) {
+      const auto idx = trace.at(mvar::concat("idx.s", s)).to_int();
+      const std::vector<std::int32_t> tokens(idx.begin(), idx.end());
+      q.add_scale(pool, s, tokens, TensorView<float, 3>(fhat.data(), {32, 16, 16}), ws);
+    }
+    results.push_back(fhat);
+  }
+  REQUIRE(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("VectorQuantizer lists every missing or mis-shaped tensor in one error", "[model][quantizer]") {
   std::vector<float> cb(10 * 8), w(8 * 8 * 3 * 3), wbad(8 * 8), b(8);
   const auto store = make_store({{"quantize.embedding.weight", {{10, 8}, &cb}},

@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "fixtures_path.hpp"
 #include "mvar/model/vqvae.hpp"
+#include "reference/vae_ref.hpp"
 
 using mvar::TensorView;
 
@@ -116,4 +118,43 @@ TEST_CASE("to_rgb8: clamp, (x+1)/2, truncation of 255·y, HWC", "[model][vqvae]"
   // 0 → 127.5 → 127 (truncated, not rounded); 0.99 → 253.725 → 253.
   REQUIRE(out == std::vector<std::uint8_t>{0, 127, 253, 255, 255, 0});
   REQUIRE_THROWS_AS(mvar::to_rgb8(TensorView<const float, 3>(img.data(), {3, 1, 2}), std::span(out).first(5)), mvar::Error);
+}
+
+TEST_CASE("VqvaeDecoder == float64 reference decoder for other configurations", "[model][vqvae]") {
+  // Small configurations exercise what the fixtures cannot: other level counts, res-block counts,
+  // latent channels and sides, attention switched off, 1×1 shortcuts at several levels.
+  // float32 vs float64 through ~20 layers, each renormalised by GroupNorm: observed errors are a
+  // few 1e-6 of the output's scale; 1e-4 of the largest output value leaves a wide margin while a
+  // wrong tap, group or shortcut shows up as errors of order 1e-1.
+  constexpr double kRelTol = 1e-4;
+  std::vector<mvar::VaeConfig> cfgs(3);
+  cfgs[0].cvae = 8, cfgs[0].vocab = 16, cfgs[0].ch = 32, cfgs[0].ch_mult = {1, 2}, cfgs[0].num_res_blocks = 1;
+  cfgs[1] = cfgs[0], cfgs[1].ch_mult = {2, 1, 3}, cfgs[1].using_sa = false, cfgs[1].num_res_blocks = 0;
+  cfgs[2] = cfgs[0], cfgs[2].ch_mult = {1}, cfgs[2].using_mid_sa = false, cfgs[2].cvae = 4, cfgs[2].n_phi = 2;
+  const int P = GENERATE(3, 5);
+  for (std::size_t i = 0; i < cfgs.size(); ++i) {
+    const auto& cfg = cfgs[i];
+    CAPTURE(i, P);
+    const auto store = mvar::ref::random_vae_store(cfg, unsigned(10 + i));
+    const mvar::VqvaeDecoder dec(store, cfg);
+    const int S = dec.image_side(P);
+    std::mt19937 rng(static_cast<unsigned>(P));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> fhat(std::size_t(cfg.cvae * P * P));
+    for (auto& v : fhat) v = nd(rng);
+    mvar::ThreadPool pool(2);
+    mvar::Workspace ws(dec.workspace_bytes(P));
+    std::vector<float> rgb(std::size_t(3 * S * S));
+    dec.decode(pool, TensorView<const float, 3>(fhat.data(), {cfg.cvae, P, P}), TensorView<float, 3>(rgb.data(), {3, S, S}), ws);
+    const auto want = mvar::ref::decoder(store, cfg, fhat, P);
+    REQUIRE(want.v.size() == rgb.size());
+    double scale = 0, err = 0;
+    for (std::size_t j = 0; j < rgb.size(); ++j) {
+      scale = std::max(scale, std::abs(want.v[j]));
+      err = std::max(err, std::abs(rgb[j] - want.v[j]));
+    }
+    CAPTURE(err, scale);
+    REQUIRE(scale > 0.1);  // the comparison is not vacuous
+    REQUIRE(err <= kRelTol * scale);
+  }
 }

@@ -12,6 +12,7 @@
 // io
 #include "mvar/io/checkpoint.hpp"
 #include "mvar/io/dtype.hpp"
+#include "mvar/io/model_description.hpp"
 #include "mvar/io/png.hpp"
 #include "mvar/io/pth.hpp"
 #include "mvar/io/safetensors.hpp"

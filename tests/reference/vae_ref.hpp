@@ -160,3 +160,128 @@ inline TensorStore random_vae_store(const VaeConfig& cfg, unsigned seed) {
 }
 
 }  // namespace mvar::ref
+
+// ---------------------------------------------------------------------------------------------
+// The whole decoder, naively in float64, straight from SPEC §2 (for small configurations).
+namespace mvar::ref {
+
+struct Image {
+  int c = 0, h = 0, w = 0;
+  std::vector<double> v;  // [c, h, w]
+  double& at(int ch, int y, int x) { return v[(std::size_t(ch) * h + y) * w + x]; }
+  double at(int ch, int y, int x) const { return v[(std::size_t(ch) * h + y) * w + x]; }
+};
+
+namespace detail_ref {
+
+inline std::vector<float> get(const TensorStore& st, const std::string& name) { return st.at(name).to_float(); }
+
+inline Image conv(const TensorStore& st, const std::string& p, const Image& x) {
+  const auto& wt = st.at(p + ".weight");
+  const int co = int(wt.shape[0]), k = int(wt.shape[2]), pad = k / 2;
+  const auto w = wt.to_float(), b = get(st, p + ".bias");
+  Image y{co, x.h, x.w, std::vector<double>(std::size_t(co) * x.h * x.w)};
+  for (int o = 0; o < co; ++o)
+    for (int yy = 0; yy < x.h; ++yy)
+      for (int xx = 0; xx < x.w; ++xx) {
+        double s = b[std::size_t(o)];
+        for (int c = 0; c < x.c; ++c)
+          for (int ky = 0; ky < k; ++ky)
+            for (int kx = 0; kx < k; ++kx) {
+              const int sy = yy + ky - pad, sx = xx + kx - pad;
+              if (sy >= 0 && sy < x.h && sx >= 0 && sx < x.w)
+                s += double(w[((std::size_t(o) * x.c + c) * k + ky) * k + kx]) * x.at(c, sy, sx);
+            }
+        y.at(o, yy, xx) = s;
+      }
+  return y;
+}
+
+inline Image group_norm(const TensorStore& st, const std::string& p, const Image& x, bool silu) {
+  const auto g = get(st, p + ".weight"), b = get(st, p + ".bias");
+  const int groups = 32, cg = x.c / groups, n = cg * x.h * x.w;
+  Image y = x;
+  for (int gr = 0; gr < groups; ++gr) {
+    double m = 0, v = 0;
+    for (int c = gr * cg; c < (gr + 1) * cg; ++c)
+      for (int i = 0; i < x.h * x.w; ++i) m += x.v[std::size_t(c) * x.h * x.w + i];
+    m /= n;
+    for (int c = gr * cg; c < (gr + 1) * cg; ++c)
+      for (int i = 0; i < x.h * x.w; ++i) v += std::pow(x.v[std::size_t(c) * x.h * x.w + i] - m, 2);
+    v /= n;
+    for (int c = gr * cg; c < (gr + 1) * cg; ++c)
+      for (int i = 0; i < x.h * x.w; ++i) {
+        double& e = y.v[std::size_t(c) * x.h * x.w + i];
+        e = (e - m) / std::sqrt(v + 1e-6) * g[std::size_t(c)] + b[std::size_t(c)];
+        if (silu) e = e / (1 + std::exp(-e));
+      }
+  }
+  return y;
+}
+
+inline Image add(Image a, const Image& b) {
+  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += b.v[i];
+  return a;
+}
+
+inline Image resnet(const TensorStore& st, const std::string& p, const Image& x) {
+  Image h = conv(st, p + ".conv1", group_norm(st, p + ".norm1", x, true));
+  h = conv(st, p + ".conv2", group_norm(st, p + ".norm2", h, true));
+  return add(h, st.find(p + ".nin_shortcut.weight") ? conv(st, p + ".nin_shortcut", x) : x);
+}
+
+inline Image attn(const TensorStore& st, const std::string& p, const Image& x) {
+  const Image qkv = conv(st, p + ".qkv", group_norm(st, p + ".norm", x, false));
+  const int C = x.c, N = x.h * x.w;
+  auto q = [&](int c, int i) { return qkv.v[std::size_t(c) * N + i]; };
+  auto k = [&](int c, int i) { return qkv.v[std::size_t(C + c) * N + i]; };
+  auto v = [&](int c, int i) { return qkv.v[std::size_t(2 * C + c) * N + i]; };
+  Image o{C, x.h, x.w, std::vector<double>(std::size_t(C) * N)};
+  std::vector<double> w(static_cast<std::size_t>(N));
+  for (int i = 0; i < N; ++i) {
+    double mx = -1e300, sum = 0;
+    for (int j = 0; j < N; ++j) {
+      double s = 0;
+      for (int c = 0; c < C; ++c) s += q(c, i) * k(c, j);
+      w[std::size_t(j)] = s / std::sqrt(double(C));
+      mx = std::max(mx, w[std::size_t(j)]);
+    }
+    for (int j = 0; j < N; ++j) sum += (w[std::size_t(j)] = std::exp(w[std::size_t(j)] - mx));
+    for (int c = 0; c < C; ++c) {
+      double s = 0;
+      for (int j = 0; j < N; ++j) s += v(c, j) * w[std::size_t(j)] / sum;
+      o.v[std::size_t(c) * N + i] = s;
+    }
+  }
+  return add(x, conv(st, p + ".proj_out", o));
+}
+
+}  // namespace detail_ref
+
+/// decoder(post_quant_conv(fhat)) for fhat [cvae, P, P], every step in float64.
+inline Image decoder(const TensorStore& st, const VaeConfig& cfg, const std::vector<float>& fhat, int P) {
+  using namespace detail_ref;
+  Image x{cfg.cvae, P, P, std::vector<double>(fhat.begin(), fhat.end())};
+  x = conv(st, "post_quant_conv", x);
+  x = conv(st, "decoder.conv_in", x);
+  x = resnet(st, "decoder.mid.block_1", x);
+  if (cfg.using_mid_sa) x = attn(st, "decoder.mid.attn_1", x);
+  x = resnet(st, "decoder.mid.block_2", x);
+  for (int L = cfg.levels() - 1; L >= 0; --L) {
+    const std::string p = "decoder.up." + std::to_string(L);
+    for (int j = 0; j <= cfg.num_res_blocks; ++j) {
+      x = resnet(st, p + ".block." + std::to_string(j), x);
+      if (L == cfg.levels() - 1 && cfg.using_sa) x = attn(st, p + ".attn." + std::to_string(j), x);
+    }
+    if (L != 0) {
+      Image u{x.c, 2 * x.h, 2 * x.w, std::vector<double>(std::size_t(x.c) * 4 * x.h * x.w)};
+      for (int c = 0; c < u.c; ++c)
+        for (int y = 0; y < u.h; ++y)
+          for (int xx = 0; xx < u.w; ++xx) u.at(c, y, xx) = x.at(c, y / 2, xx / 2);
+      x = conv(st, p + ".upsample.conv", u);
+    }
+  }
+  return conv(st, "decoder.conv_out", group_norm(st, "decoder.norm_out", x, true));
+}
+
+}  // namespace mvar::ref

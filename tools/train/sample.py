@@ -83,6 +83,29 @@ def check_trace(model_dir, cfgj, mvar, vae):
     print(f'worst float diff {worst:.2e}')
 
 
+def write_greedy(path, cfgj, mvar, vae, labels, cfg):
+    """Greedy run (top_k = 1, top_p off) for an end-to-end check without teacher forcing:
+    idx per scale, the top-1 minus top-2 margin of the guided logits, lse of the guided
+    logits, final f_hat and image."""
+    S = mvar.S
+    tr = {}
+    lt = [list(range(p * p)) for p in mvar.patch_nums]
+    f_hat, img, idxs = sample(mvar, vae, labels, cfg=cfg, top_k=1, top_p=0.0, seed=0, trace=tr,
+                              logit_tok=lt)
+    out = {'labels': labels}
+    for s in range(S):
+        top2 = tr[f'logits_mixed.s{s}'].topk(2, dim=-1).values
+        out[f'idx.s{s}'] = idxs[s]
+        out[f'margin.s{s}'] = top2[..., 0] - top2[..., 1]
+        out[f'lse_mixed.s{s}'] = tr[f'lse_mixed.s{s}']
+    out[f'fhat.s{S - 1}'] = f_hat
+    out['img_u8'] = to_u8(img)
+    st_io.save_file(out, path, metadata={'cfg': cfg, 'top_k': 1, 'top_p': 0.0,
+                                         'labels': ' '.join(map(str, labels.tolist()))})
+    print('smallest margin per scale:', [round(out[f'margin.s{s}'].min().item(), 4) for s in range(S)])
+    print(f'wrote {path}')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--model', default=os.path.join(HERE, '..', '..', 'models', 'fashion_mnist'))
@@ -96,6 +119,8 @@ def main():
     ap.add_argument('--out', default='grid.png')
     ap.add_argument('--png-dir', default='')
     ap.add_argument('--check-trace', action='store_true')
+    ap.add_argument('--write-greedy', default='', help='write a greedy (top_k 1) run of classes '
+                    '--classes (one image each) at --cfg to this safetensors file')
     a = ap.parse_args()
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     cfgj, mvar, vae = load_models(a.model)
@@ -104,6 +129,9 @@ def main():
         return
     rec = cfgj.get('recommended', {})
     cfg = a.cfg if a.cfg is not None else rec.get('cfg', 3.0)
+    if a.write_greedy:
+        write_greedy(a.write_greedy, cfgj, mvar, vae, torch.tensor(a.classes), cfg)
+        return
     top_k = a.top_k if a.top_k is not None else rec.get('top_k', 0)
     top_p = a.top_p if a.top_p is not None else rec.get('top_p', 0.0)
     labels = torch.tensor(a.classes).repeat_interleave(a.per_class)

@@ -11,8 +11,9 @@
 // REDUCE only of those (OrderedDict with no arguments); BUILD only on a dict (its state, torch's
 // `_metadata`, is ignored). Every storage is checked against its zip entry (size == numel × element
 // size) and every tensor's offset/size/stride against its storage before a view is made.
-// Contiguous tensors point into the memory map (zero copy); non-contiguous ones are copied into a
-// dense buffer the store owns (so are storages not aligned to their element size).
+// Contiguous tensors point into the memory map (zero copy); non-contiguous ones (transposed,
+// stride-0 broadcast) are copied into a dense buffer the store owns, as are storages not aligned
+// to their element size; all such copies together may not exceed the archive's size.
 //
 // The object: a dict. If it has the key "mvar_wo_ddp" (MVAR's training wrapper, SPEC §3.4) that
 // entry is the state dict and every other top-level entry is ignored. In the state dict, tensors
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "mvar/core/error.hpp"
+#include "mvar/core/memory_limit.hpp"
 #include "mvar/io/dtype.hpp"
 #include "mvar/io/mapped_file.hpp"
 #include "mvar/io/pickle.hpp"
@@ -78,7 +80,8 @@ struct PthBacking {
 
 class PthReader {
  public:
-  PthReader(std::span<const std::byte> bytes, std::string source) : zip_(bytes, source), source_(std::move(source)) {}
+  PthReader(std::span<const std::byte> bytes, std::string source)
+      : zip_(bytes, source), source_(std::move(source)), zip_bytes_(bytes.size()) {}
 
   TensorStore read(std::shared_ptr<const void> file) {
     locate();
@@ -287,15 +290,23 @@ class PthReader {
     r.name = name;
     r.dtype = s.dtype;
     r.shape = x.shape;
+    // numel ≤ 2^62 (checked at REDUCE). A contiguous view lies inside its storage, so numel × es
+    // does too; a non-contiguous one (stride 0 may make it far larger) is bounded below first.
     const auto numel = std::size_t(r.numel());
-    r.nbytes = numel * es;
     const std::byte* base = s.bytes.data() + x.offset * es;
     const bool aligned = reinterpret_cast<std::uintptr_t>(base) % es == 0;
     if (numel == 0) {
       r.data = s.bytes.data();
     } else if (x.contiguous && aligned) {
+      r.nbytes = numel * es;
       r.data = base;
-    } else {  // dense copy, row-major
+    } else {  // dense copy, row-major; all copies together stay below the archive's size
+      if (numel > (zip_bytes_ - copied_) / es)
+        throw fail(concat("tensor '", name, "' ", shape_text(x.shape), ": dense copies of non-contiguous tensors would ",
+                          "exceed the file's ", zip_bytes_, " bytes (stride-0 or overlapping views?)"));
+      r.nbytes = numel * es;
+      copied_ += r.nbytes;
+      check_allocation(r.nbytes, concat("pth: ", source_, ": dense copy of tensor '", name, "'"));
       auto buf = std::make_unique<std::byte[]>(r.nbytes);
       std::vector<std::int64_t> idx(x.shape.size(), 0);
       for (std::size_t i = 0; i < numel; ++i) {
@@ -321,6 +332,7 @@ class PthReader {
   std::vector<PthStorage> storages_;
   std::map<std::string, std::size_t> storage_index_;
   std::vector<PthTensor> tensors_;
+  std::size_t zip_bytes_ = 0, copied_ = 0;
 };
 
 }  // namespace detail
@@ -330,6 +342,9 @@ class PthReader {
 inline TensorStore load_pth_bytes(std::span<const std::byte> bytes, const std::string& source = "<memory>") {
   return detail::PthReader(bytes, source).read(nullptr);
 }
+
+/// The store would point into a temporary: keep the bytes in a variable.
+TensorStore load_pth_bytes(std::vector<std::byte>&&, const std::string& = "<memory>") = delete;
 
 /// Opens a torch.save checkpoint (memory-mapped; contiguous tensors point into the map).
 inline TensorStore load_pth(const std::string& path) {

@@ -123,20 +123,27 @@ class QueryAccumulator {
   void consume(Keys& keys, std::ptrdiff_t n) {
     for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kSuperblock * L) {
       const int nb = int(std::min<std::ptrdiff_t>(kSuperblock * L, n - j0));
-      const int nbat = (nb + L - 1) / L;
       V s[kSuperblock];
-      for (int t = 0; t < nbat; ++t) s[t] = scores(keys, std::min(L, nb - t * L), vrow_ + t * L);
-      V mx = s[0];
-      for (int t = 1; t < nbat; ++t) mx = xsimd::max(mx, s[t]);
-      const float alpha = sm_.rescale(reduce_max(mx));
-      if (alpha != 1.0f) scale_accumulator(alpha);
-      const V m(sm_.m);
-      for (int t = 0; t < nbat; ++t) {
-        const V p = xsimd::exp(s[t] - m);  // masked lanes: exp(−inf) = 0
-        lsum_ += p;
-        p.store_aligned(pb_ + t * L);
-      }
+      superblock_scores(keys, nb, s);
+      superblock_softmax(nb, s);
       accumulate_values(nb);
+    }
+  }
+
+  /// Two queries over n keys each, phase-interleaved: one query's softmax → value chain (max,
+  /// exp, rescale) overlaps the other's independent dot products. Same arithmetic per query as
+  /// consume(), so the bits do not depend on which path ran.
+  template <KeyStream KeysA, KeyStream KeysB>
+  static void consume_pair(QueryAccumulator& a, KeysA& ka, QueryAccumulator& b, KeysB& kb, std::ptrdiff_t n) {
+    for (std::ptrdiff_t j0 = 0; j0 < n; j0 += kSuperblock * L) {
+      const int nb = int(std::min<std::ptrdiff_t>(kSuperblock * L, n - j0));
+      V sa[kSuperblock], sb[kSuperblock];
+      a.superblock_scores(ka, nb, sa);
+      b.superblock_scores(kb, nb, sb);
+      a.superblock_softmax(nb, sa);
+      b.superblock_softmax(nb, sb);
+      a.accumulate_values(nb);
+      b.accumulate_values(nb);
     }
   }
 
@@ -152,6 +159,26 @@ class QueryAccumulator {
   }
 
  private:
+  template <KeyStream Keys>
+  void superblock_scores(Keys& keys, int nb, V* s) {
+    const int nbat = (nb + L - 1) / L;
+    for (int t = 0; t < nbat; ++t) s[t] = scores(keys, std::min(L, nb - t * L), vrow_ + t * L);
+  }
+
+  void superblock_softmax(int nb, const V* s) {
+    const int nbat = (nb + L - 1) / L;
+    V mx = s[0];
+    for (int t = 1; t < nbat; ++t) mx = xsimd::max(mx, s[t]);
+    const float alpha = sm_.rescale(reduce_max(mx));
+    if (alpha != 1.0f) scale_accumulator(alpha);
+    const V m(sm_.m);
+    for (int t = 0; t < nbat; ++t) {
+      const V p = xsimd::exp(s[t] - m);  // masked lanes: exp(−inf) = 0
+      lsum_ += p;
+      p.store_aligned(pb_ + t * L);
+    }
+  }
+
   /// Scores of the next n ≤ L keys as one batch (lanes ≥ n are −inf); records their value rows.
   template <KeyStream Keys>
   V scores(Keys& keys, int n, const float** vrow) {
@@ -159,6 +186,14 @@ class QueryAccumulator {
     if constexpr (T::fixed) {
       V qv[NV];
       for (int c = 0; c < NV; ++c) qv[c] = qv_[c];
+      if (n == 1) {  // e.g. the 49th key of a 7×7 window: one horizontal sum, not a full transpose
+        const float* kp;
+        keys.next(kp, vrow[0]);
+        V a = qv[0] * V::load_unaligned(kp);
+        for (int c = 1; c < NV; ++c) a = xsimd::fma(qv[c], V::load_unaligned(kp + c * L), a);
+        return xsimd::select(lane_index<V>() < V(1.0f), V(xsimd::hadd(a)),
+                             V(-std::numeric_limits<float>::infinity()));
+      }
 #pragma GCC unroll 16
       for (int j = 0; j < L; ++j) {
         V a(0.0f);
@@ -251,6 +286,17 @@ class QueryAccumulator {
   const float* vrow_[kSuperblock * L];     // their value rows
 };
 
+/// Both queries of a pair at once (see QueryAccumulator::consume_pair).
+template <int HeadDim, class Arch, KeyStream Keys>
+void attend_query_pair(const float* qa, const float* qb, float scale, std::ptrdiff_t D, std::ptrdiff_t nk, Keys ka,
+                       Keys kb, float* outa, float* outb) {
+  MVAR_ASSERT(nk >= 1);
+  QueryAccumulator<HeadDim, Arch> a(qa, scale, D, outa), b(qb, scale, D, outb);
+  QueryAccumulator<HeadDim, Arch>::consume_pair(a, ka, b, kb, nk);
+  a.finish(outa);
+  b.finish(outb);
+}
+
 /// out[0 .. D) = Σ_j softmax_j(scale · q·k_j) v_j over nk ≥ 1 keys from `keys` (fp32, online).
 template <int HeadDim, class Arch, KeyStream Keys>
 void attend_query(const float* q, float scale, std::ptrdiff_t D, std::ptrdiff_t nk, Keys keys, float* out) {
@@ -314,6 +360,8 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
   if (Nk < 1 && Nq > 0) throw Error("attention: no keys (Nk = 0): softmax over an empty set is undefined");
   if (q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1 || out.stride(3) != 1)
     throw Error("attention: head_dim must be the unit-stride axis of q, k, v and out");
+  if (2 * D > detail::kPackFloats)
+    throw Error(concat("attention: head_dim ", D, " is too large (at most ", detail::kPackFloats / 2, ")"));
   const std::ptrdiff_t qblocks = (Nq + detail::kQueryBlock - 1) / detail::kQueryBlock;
   // Key blocks packed per chunk: as many keys as fit the stack buffer (K and V), ≤ 256.
   const std::ptrdiff_t kblock = std::min<std::ptrdiff_t>(256, std::max<std::ptrdiff_t>(1, detail::kPackFloats / (2 * D)));

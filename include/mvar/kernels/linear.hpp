@@ -26,9 +26,11 @@
 namespace mvar {
 
 namespace detail {
-/// Rows up to which linear() streams W in place; above, packing W per call pays off (measured on
-/// the d16 shapes: the streaming kernel loses to the packed GEMM from M ≈ 128 on).
-inline constexpr std::ptrdiff_t kStreamMaxRows = 96;
+/// Rows up to which linear() streams W in place; above, packing W per call pays off. Measured on
+/// the d16 shapes (one core, docs/performance_gemm.md): streaming beats pack-per-call + GEMM up to
+/// M = 200 (packing cold W costs ~0.3–0.4 ms per 4 MB), loses from M ≈ 338 on. PackedLinear,
+/// which packs at load time, beats both from M ≈ 8 on.
+inline constexpr std::ptrdiff_t kStreamMaxRows = 256;
 }  // namespace detail
 
 /// y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N] if non-null). y must not alias x or w. Unit stride

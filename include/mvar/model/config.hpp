@@ -114,6 +114,22 @@ inline constexpr ModelConfig tiny = [] {
   c.heads = 2;
   return c;
 }();
+/// The small trained default model shipped in models/fashion_mnist (class-conditional MVAR on
+/// Fashion-MNIST, 32×32 images from an 8×8 token map; tools/train/ has the recipe): 10 classes,
+/// a 512-entry codebook, 7 scales, 5×5 neighbourhood attention on the 6×6 and 8×8 scales.
+inline constexpr ModelConfig fashion_mnist = [] {
+  ModelConfig c{};
+  c.depth = 6;
+  c.width = 192;
+  c.heads = 3;
+  c.vocab = 512;
+  c.cvae = 32;
+  c.num_classes = 10;
+  c.patch_nums = make_patch_nums({1, 2, 3, 4, 5, 6, 8});
+  c.refine_step = 5;
+  c.kernel = 5;
+  return c;
+}();
 }  // namespace presets
 
 }  // namespace mvar

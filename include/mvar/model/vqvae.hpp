@@ -12,8 +12,7 @@
 // Every activation is one image [C, h, w]. GroupNorm(+SiLU) and the nearest ×2 write straight into
 // the padded planes the next convolution reads (kernels/conv.hpp), so no separate padding or
 // upsampling pass exists. All scratch comes from a Workspace sized once by workspace_bytes();
-// decode() allocates nothing itself (Eigen's GEMM, used for the small attention products at the
-// lowest resolution, may take packing buffers from the heap — see docs/vae.md).
+// decode() allocates nothing.
 // Bitwise identical results for any thread count: every parallel loop writes disjoint outputs
 // and reduces in a fixed order.
 #pragma once
@@ -27,7 +26,6 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
 #include <xsimd/xsimd.hpp>
 
 #include "mvar/core/assert.hpp"
@@ -179,6 +177,10 @@ inline void group_stats(ThreadPool& pool, TensorView<const float, 2> x, double* 
   });
 }
 
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (_mm512_undefined_ps) when
+// xsimd's exp is inlined here; a false positive, silenced for this function only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 /// out.interior() = act(GroupNorm(x)) with act = SiLU or identity; zeroes out's borders.
 inline void group_norm_to_planes(ThreadPool& pool, TensorView<const float, 3> x, const VaeNorm& nrm, bool silu_after,
                                  const PaddedImage& out) {
@@ -213,6 +215,61 @@ inline void group_norm_to_planes(ThreadPool& pool, TensorView<const float, 3> x,
       out.zero_border(c);
     }
   });
+}
+#pragma GCC diagnostic pop
+
+/// Single-head attention of query rows [i0, i1) over all N keys (SPEC §2.1's AttnBlock core):
+/// w[i, j] = softmax_j(scale · Σ_c q[c, i]·k[c, j]), o[c, i] = Σ_j v[c, j]·w[i, j]. q, k, v, o are
+/// [C, N] row-major; w holds rows [i0, i1) of the [N, N] weights. Writes only o[:, i0:i1] and
+/// w[i0:i1, :]; fixed summation order, so any split of the rows gives the same bits.
+inline void attention_rows(const float* q, const float* k, const float* v, std::ptrdiff_t C, std::ptrdiff_t N,
+                           float scale, std::ptrdiff_t i0, std::ptrdiff_t i1, float* w, float* o) {
+  using B = xsimd::batch<float>;
+  constexpr std::ptrdiff_t L = static_cast<std::ptrdiff_t>(B::size), R = 4;  // 4 query rows at a time
+  const std::ptrdiff_t body = N - N % L;
+  for (std::ptrdiff_t i = i0; i < i1; i += R) {
+    const std::ptrdiff_t r = std::min(R, i1 - i);
+    // Scores: a vector of keys × 4 query rows, summed over channels.
+    for (std::ptrdiff_t j = 0; j < body; j += L) {
+      B acc[R] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
+      for (std::ptrdiff_t c = 0; c < C; ++c) {
+        const B kv = B::load_unaligned(k + c * N + j);
+        for (std::ptrdiff_t rr = 0; rr < r; ++rr) acc[rr] = xsimd::fma(B(q[c * N + i + rr]), kv, acc[rr]);
+      }
+      for (std::ptrdiff_t rr = 0; rr < r; ++rr) acc[rr].store_unaligned(w + (i + rr) * N + j);
+    }
+    for (std::ptrdiff_t j = body; j < N; ++j)
+      for (std::ptrdiff_t rr = 0; rr < r; ++rr) {
+        float acc = 0;
+        for (std::ptrdiff_t c = 0; c < C; ++c) acc += q[c * N + i + rr] * k[c * N + j];
+        w[(i + rr) * N + j] = acc;
+      }
+    // Softmax over keys in float32 (as the reference); the normaliser is summed in double.
+    for (std::ptrdiff_t rr = 0; rr < r; ++rr) {
+      float* row = w + (i + rr) * N;
+      float mx = -INFINITY;
+      for (std::ptrdiff_t j = 0; j < N; ++j) mx = std::max(mx, row[j] *= scale);
+      double sum = 0;
+      for (std::ptrdiff_t j = 0; j < N; ++j) sum += (row[j] = std::exp(row[j] - mx));
+      const float inv = float(1.0 / sum);
+      for (std::ptrdiff_t j = 0; j < N; ++j) row[j] *= inv;
+    }
+    // Output: dot products of value rows with the 4 weight rows.
+    for (std::ptrdiff_t c = 0; c < C; ++c) {
+      const float* vr = v + c * N;
+      B acc[R] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
+      for (std::ptrdiff_t j = 0; j < body; j += L) {
+        const B vv = B::load_unaligned(vr + j);
+        for (std::ptrdiff_t rr = 0; rr < r; ++rr)
+          acc[rr] = xsimd::fma(vv, B::load_unaligned(w + (i + rr) * N + j), acc[rr]);
+      }
+      for (std::ptrdiff_t rr = 0; rr < r; ++rr) {
+        double t = lane_sum(acc[rr]);
+        for (std::ptrdiff_t j = body; j < N; ++j) t += double(vr[j]) * w[(i + rr) * N + j];
+        o[c * N + i + rr] = float(t);
+      }
+    }
+  }
 }
 
 }  // namespace detail
@@ -258,7 +315,7 @@ class VqvaeDecoder {
   /// Bytes of scratch decode() takes for a latent side P.
   std::size_t workspace_bytes(int latent_side) const {
     const Sizes z = sizes(latent_side);
-    return 3 * Workspace::round(z.act * sizeof(float)) + Workspace::round(z.planes * sizeof(float)) +
+    return 2 * Workspace::round(z.act * sizeof(float)) + Workspace::round(z.planes * sizeof(float)) +
            Workspace::round(z.attn * sizeof(float)) + 4 * kAlignment;
   }
 
@@ -277,7 +334,7 @@ class VqvaeDecoder {
     MVAR_ASSERT(rgb.extent(0) == 3 && rgb.extent(1) == image_side(int(P)) && rgb.extent(2) == image_side(int(P)));
     const Sizes z = sizes(int(P));
     const std::size_t mark = ws.mark();
-    Scratch s{ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.planes),
+    Scratch s{ws.take<float>(z.act), ws.take<float>(z.act), ws.take<float>(z.planes),
               ws.take<float>(std::max<std::size_t>(z.attn, 1))};
 
     index side = P, C = cfg_.cvae;
@@ -287,14 +344,14 @@ class VqvaeDecoder {
     C = conv_in_.out_channels();
     conv_in_.forward(pool, PaddedImage(s.planes, cfg_.cvae, side, side), view(s.b, C, side));
     float* cur = s.b;
-    float* alt = s.a;
-    resnet(pool, mid1_, cur, alt, side, s);
+    float* spare = s.a;
+    resnet(pool, mid1_, cur, spare, side, s);
     if (cfg_.using_mid_sa) attention(pool, mid_attn_, cur, side, s);
-    resnet(pool, mid2_, cur, alt, side, s);
+    resnet(pool, mid2_, cur, spare, side, s);
     for (int L = cfg_.levels() - 1; L >= 0; --L) {
       const auto& lv = levels_[std::size_t(L)];
       for (std::size_t j = 0; j < lv.blocks.size(); ++j) {
-        resnet(pool, lv.blocks[j], cur, alt, side, s);
+        resnet(pool, lv.blocks[j], cur, spare, side, s);
         if (!lv.attn.empty()) attention(pool, lv.attn[j], cur, side, s);
       }
       if (lv.has_upsample) {
@@ -302,8 +359,8 @@ class VqvaeDecoder {
         const PaddedImage up(s.planes, C, 2 * side, 2 * side);
         upsample_nearest2x(pool, view(cur, C, side), up);
         side *= 2;
-        lv.upsample.forward(pool, up, view(alt, C, side));
-        std::swap(cur, alt);
+        lv.upsample.forward(pool, up, view(spare, C, side));
+        std::swap(cur, spare);
       }
     }
     C = conv_out_.in_channels();
@@ -318,7 +375,7 @@ class VqvaeDecoder {
     std::size_t act = 0, planes = 0, attn = 0;  // floats
   };
   struct Scratch {
-    float *a, *b, *t, *planes, *attn;
+    float *a, *b, *planes, *attn;  // two activations, the conv input planes, attention scratch
   };
 
   static TensorView<float, 3> view(float* p, index c, index side) { return TensorView<float, 3>(p, {c, side, side}); }
@@ -368,60 +425,42 @@ class VqvaeDecoder {
     return z;
   }
 
-  // cur [cin, side²] → cur [cout, side²] (in place, or through alt when a 1×1 shortcut exists).
-  void resnet(ThreadPool& pool, const detail::VaeResnetBlock& r, float*& cur, float*& alt, index side,
+  // cur [cin, side²] → cur [cout, side²], with spare as scratch: in place for an identity shortcut;
+  // with a 1×1 shortcut the result ends in spare and the two pointers swap.
+  void resnet(ThreadPool& pool, const detail::VaeResnetBlock& r, float*& cur, float*& spare, index side,
               const Scratch& s) const {
     const auto x = view(cur, r.cin, side);
-    TensorView<float, 3> out = x;
-    if (r.cin != r.cout) {
-      const PaddedImage px(s.planes, r.cin, side, side);
-      pad_copy(pool, x, px);
-      out = view(alt, r.cout, side);
-      r.nin_shortcut.forward(pool, px, out);
-    }
     const PaddedImage p1(s.planes, r.cin, side, side);
     detail::group_norm_to_planes(pool, x, r.norm1, true, p1);
-    const auto h = view(s.t, r.cout, side);
+    const auto h = view(spare, r.cout, side);
     r.conv1.forward(pool, p1, h);
     const PaddedImage p2(s.planes, r.cout, side, side);
     detail::group_norm_to_planes(pool, h, r.norm2, true, p2);
-    if (r.cin != r.cout) {
-      r.conv2.forward(pool, p2, out, out);  // out already holds the shortcut
-      std::swap(cur, alt);
-    } else {
-      r.conv2.forward(pool, p2, out, out);  // identity shortcut, in place
+    if (r.cin == r.cout) {
+      r.conv2.forward(pool, p2, x, x);  // x + h, in place
+      return;
     }
+    r.conv2.forward(pool, p2, h);  // h is in the planes already: its buffer takes conv2's output
+    const PaddedImage px(s.planes, r.cin, side, side);
+    pad_copy(pool, x, px);
+    r.nin_shortcut.forward(pool, px, h, h);  // h + nin_shortcut(x)
+    std::swap(cur, spare);
   }
 
   // cur [C, side²] += proj_out(attention(qkv(GN(cur)))), one head, scale C^−½ (SPEC §2.1).
   void attention(ThreadPool& pool, const detail::VaeAttnBlock& a, float* cur, index side, const Scratch& s) const {
-    using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using Map = Eigen::Map<RowMat>;
     const index C = a.c, N = side * side;
     const auto x = view(cur, C, side);
     const PaddedImage pn(s.planes, C, side, side);
     detail::group_norm_to_planes(pool, x, a.norm, false, pn);
     float* qkv = s.attn;
-    float* scores = qkv + 3 * C * N;
-    float* o = scores + N * N;
+    float* weights = qkv + 3 * C * N;
+    float* o = weights + N * N;
     a.qkv.forward(pool, pn, view(qkv, 3 * C, side));
-    const Map q(qkv, C, N), k(qkv + C * N, C, N), v(qkv + 2 * C * N, C, N);
-    Map S(scores, N, N), O(o, C, N);
     const float scale = float(1.0 / std::sqrt(double(C)));
-    constexpr index kRows = 32;  // query rows per task
+    constexpr index kRows = 16;  // query rows per task (a multiple of attention_rows' 4)
     parallel_for(pool, N, kRows, [&](index i0, index i1) {
-      const index n = i1 - i0;
-      S.middleRows(i0, n).noalias() = q.middleCols(i0, n).transpose() * k;
-      for (index i = i0; i < i1; ++i) {  // softmax over keys, in float32 as the reference
-        float* row = scores + i * N;
-        float mx = -INFINITY;
-        for (index j = 0; j < N; ++j) mx = std::max(mx, row[j] * scale);
-        double sum = 0;
-        for (index j = 0; j < N; ++j) sum += (row[j] = std::exp(row[j] * scale - mx));
-        const float r = float(1.0 / sum);
-        for (index j = 0; j < N; ++j) row[j] *= r;
-      }
-      O.middleCols(i0, n).noalias() = v * S.middleRows(i0, n).transpose();
+      detail::attention_rows(qkv, qkv + C * N, qkv + 2 * C * N, C, N, scale, i0, i1, weights, o);
     });
     pad_copy(pool, TensorView<const float, 3>(o, {C, side, side}), pn);
     a.proj_out.forward(pool, pn, x, x);
