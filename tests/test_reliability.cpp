@@ -630,12 +630,19 @@ std::string slurp(const fs::path& p) {
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
+// The tiny fixture model (1000 classes) unless the arguments name weights: the default model
+// shipped in models/ may change.
 std::string concat_cmd(const std::string& args, const fs::path& out, const fs::path& err) {
-  return std::string(MVAR_GENERATE_EXE) + " --quiet " + args + " > '" + out.string() + "' 2> '" + err.string() + "'";
+  const std::string weights = args.find("--transformer") != std::string::npos
+                                  ? ""
+                                  : " --transformer " + mvar::test::fixture_path("tiny.transformer.safetensors") +
+                                        " --vae " + mvar::test::fixture_path("tiny.vae.safetensors");
+  return std::string(MVAR_GENERATE_EXE) + " --quiet" + weights + " " + args + " > '" + out.string() + "' 2> '" +
+         err.string() + "'";
 }
 
-// Runs `generate <args> --quiet` on the default (tiny fixture) model; logs go to their own folder
-// so that `out_dir` holds only what generate wrote.
+// Runs `generate --quiet <args>` (on the tiny fixture model by default); logs go to their own
+// folder so that the test's output folder holds only what generate wrote.
 CliResult run_generate(const std::string& args) {
   static TempDir logs;
   const fs::path o = logs.path / "stdout", e = logs.path / "stderr";
