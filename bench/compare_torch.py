@@ -161,6 +161,8 @@ def print_table(model, batch, torch_res, cxx):
         c = cxx["total_seconds"] / batch
         line += f" {fmt(c):>16s} " + " ".join(f"{fmt(v / c):>16s}" for v in spi)
     print(line)
+    print(f"{'CPU s (2 threads)':>18s} " + " ".join(
+        f"{fmt(torch_res[c]['median'].get('total_cpu_seconds')):>16s}" for c in cfgs))
     print(f"{'peak RSS (MB)':>18s} " + " ".join(f"{torch_res[c]['peak_rss_mb']:16.0f}"
                                                   for c in cfgs))
     print(f"{'load avg (1 min)':>18s} " + " ".join(f"{torch_res[c]['loadavg'][0]:16.2f}"

@@ -570,10 +570,12 @@ def run_time(args):
     runs = []
     for r in range(args.warmup + args.reps):
         timer = {}
+        c0 = time.process_time()
         t0 = time.perf_counter()
         g.generate(labels, args.cfg, args.top_k, args.top_p, seed=r, timer=timer,
                    skip_uncond_s0=args.skip_uncond_s0, autocast_bf16=args.bf16)
         timer["total_seconds"] = time.perf_counter() - t0
+        timer["total_cpu_seconds"] = time.process_time() - c0      # all threads, user+sys
         timer["transformer_seconds"] = sum(timer[f"s{s}_seconds"] for s in range(cfg.S))
         if r >= args.warmup:
             runs.append(timer)

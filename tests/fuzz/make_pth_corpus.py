@@ -191,6 +191,17 @@ def main(out):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we write on purpose
         files["bad_duplicate_entry"] = archive(sd2, [s], extra={"data/0": s.data})
+    # Fuzz findings F3, F4, F8 (docs/reliability.md), kept as regression seeds once fixed.
+    s = Storage("0", "FloatStorage", 1)
+    files["bad_dense_copy_size_wraps"] = archive(
+        collections.OrderedDict([("b", Tensor(s, 0, [1 << 31, 1 << 31], [0, 0]))]), [s])
+    s = Storage("0", "LongStorage", 1)
+    files["bad_dense_copy_unbounded_alloc"] = archive(
+        collections.OrderedDict([("b", Tensor(s, 0, [1 << 20, 1 << 20, 1 << 10], [0, 0, 0]))]), [s])
+    s = Storage("0", "FloatStorage", 1)
+    t = Tensor(s, 0, [1 << 14, 1 << 14], [0, 0])  # 1 GiB once densified, shared under 64 names
+    files["bad_shared_broadcast_amplification"] = archive(collections.OrderedDict((f"w{i}", t) for i in range(64)), [s])
+
     for name, blob in sorted(files.items()):
         with open(os.path.join(out, name + ".pth"), "wb") as f:
             f.write(blob)
