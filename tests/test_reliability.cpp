@@ -668,7 +668,7 @@ TEST_CASE("reliability: generate refuses bad options with exit code 2 and writes
       {"--batch 0", "--batch must be ≥ 1, got 0"},
       {"--threads 0", "--threads must be ≥ 1, got 0"},
       {"--threads -2", "--threads must be ≥ 1, got -2"},
-      {"--class 1000", "class label 1000 is out of range [0, 9]"},
+      {"--class 1000", "class label 1000 is out of range [0, 999]"},
       {"--class -1", "class label -1 is out of range"},
       {"--cfg -0.5", "cfg must be a finite number ≥ 0"},
       {"--top-k -1", "top_k must be ≥ 0"},
