@@ -144,16 +144,7 @@ inline void gemm_bf16_panels(const std::uint32_t* ap, std::ptrdiff_t M, std::ptr
       for (std::ptrdiff_t p = p0; p < p1; ++p) {
         const std::uint16_t* b = bp + (p * Kp + qc) * 2 * NR;
         const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
-        const float* bb = nullptr;
-        if (last && bias) {
-          if (cols == NR) {
-            bb = bias + n0;
-          } else {
-            std::fill(bias_pad, bias_pad + NR, 0.0f);
-            std::copy(bias + n0, bias + n0 + cols, bias_pad);
-            bb = bias_pad;
-          }
-        }
+        const float* bb = last ? panel_bias(bias, n0, cols, NR, bias_pad) : nullptr;
         for (std::ptrdiff_t i = ic; i < ie; ++i) {
           const std::uint32_t* a = ap + (i * Kp + qc) * MR;
           const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));

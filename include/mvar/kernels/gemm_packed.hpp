@@ -42,6 +42,16 @@ struct GemmTile {
   static constexpr std::ptrdiff_t MC = std::ptrdiff_t(512 * 1024 / (KC * 4)) / MR * MR;  // A block ≈ 512 KiB, L2
 };
 
+/// The bias of one NR-wide output panel starting at column n0 with `cols` valid columns: a pointer
+/// into bias for a full panel, the zero-padded copy in pad (NR floats) for the last, narrow one.
+inline const float* panel_bias(const float* bias, std::ptrdiff_t n0, std::ptrdiff_t cols, std::ptrdiff_t NR, float* pad) {
+  if (!bias) return nullptr;
+  if (cols == NR) return bias + n0;
+  std::fill(pad, pad + NR, 0.0f);
+  std::copy(bias + n0, bias + n0 + cols, pad);
+  return pad;
+}
+
 /// Per-thread packing scratch, grown (never shrunk) to the largest request: memory is allocated
 /// on the first calls at a new largest shape only, never in the kernels' loops. Slot 0: packed A
 /// (caller thread, read by all chunks), slot 1: a chunk's packed B block.
@@ -212,16 +222,7 @@ inline void gemm_panels(const float* ap, std::ptrdiff_t M, std::ptrdiff_t K, con
       for (std::ptrdiff_t p = p0; p < p1; ++p) {
         const float* b = bpacked + ((p - pbase) * K + pc) * NR;
         const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
-        const float* bb = nullptr;
-        if (last && bias) {
-          if (cols == NR) {
-            bb = bias + n0;
-          } else {
-            std::fill(bias_pad, bias_pad + NR, 0.0f);
-            std::copy(bias + n0, bias + n0 + cols, bias_pad);
-            bb = bias_pad;
-          }
-        }
+        const float* bb = last ? panel_bias(bias, n0, cols, NR, bias_pad) : nullptr;
         for (std::ptrdiff_t i = ic; i < ie; ++i) {
           const float* a = ap + (i * K + pc) * MR;
           const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
