@@ -54,16 +54,11 @@ inline bool file_exists(const std::string& p) {
 
 /// Which architecture a transformer state dict holds, from its shapes.
 inline std::string detect_architecture(const TensorStore& st) {
-  const TensorRef* ce = st.find("class_emb.weight");
-  if (!ce || ce->shape.size() != 2)
-    throw Error(concat(st.source(), ": not a VAR/MVAR transformer checkpoint (no 'class_emb.weight')"));
-  int depth = 0;
-  while (st.find(concat("blocks.", depth, ".ada_lin.1.weight"))) ++depth;
-  const auto width = ce->shape[1];
-  for (int d : {16, 20, 24, 30})
-    if (depth == d && width == 64 * d) return concat("d", d);
-  if (depth == presets::tiny.depth && width == presets::tiny.width) return "tiny";
-  throw Error(concat(st.source(), ": unknown architecture (depth ", depth, ", width ", width,
+  const auto f = transformer_file_shape(st);
+  if (!f) throw Error(concat(st.source(), ": not a VAR/MVAR transformer checkpoint (no 'class_emb.weight')"));
+  if (const std::string p = f->official_preset(); !p.empty()) return p;
+  if (f->depth == presets::tiny.depth && f->width == presets::tiny.width) return "tiny";
+  throw Error(concat(st.source(), ": unknown architecture (depth ", f->depth, ", width ", f->width,
                      "); pass --model with one of d16, d20, d24, d30, tiny"));
 }
 

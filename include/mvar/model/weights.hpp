@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -58,20 +59,41 @@ inline std::string shape_str(const std::vector<std::int64_t>& s) {
   return TensorRef{"", DType::F32, s}.shape_string();
 }
 
+}  // namespace detail
+
+/// The sizes a transformer state dict's shapes describe (what a file holds, before binding).
+struct TransformerFileShape {
+  int depth = 0, heads = 0, num_classes = 0;
+  std::int64_t width = 0;
+  /// "d16" … "d30" when the sizes are an official 256-px preset's, else empty.
+  std::string official_preset() const {
+    for (int d : {16, 20, 24, 30})
+      if (depth == d && width == 64 * d) return concat("d", d);
+    return "";
+  }
+};
+
+/// Reads depth, width, heads and classes from a state dict; nullopt if it has no class_emb.weight.
+inline std::optional<TransformerFileShape> transformer_file_shape(const TensorStore& st) {
+  const TensorRef* ce = st.find("class_emb.weight");
+  if (!ce || ce->shape.size() != 2) return std::nullopt;
+  TransformerFileShape f;
+  while (st.find(concat("blocks.", f.depth, ".ada_lin.1.weight"))) ++f.depth;
+  f.width = ce->shape[1];
+  f.num_classes = int(ce->shape[0] - 1);
+  if (const TensorRef* sm = st.find("blocks.0.attn.scale_mul_1H11"); sm && sm->shape.size() == 4) f.heads = int(sm->shape[1]);
+  return f;
+}
+
+namespace detail {
+
 /// Says which official preset (or which sizes) a state dict's shapes describe.
 inline std::string describe_transformer_file(const TensorStore& st) {
-  const TensorRef* ce = st.find("class_emb.weight");
-  if (!ce || ce->shape.size() != 2) return "";
-  int depth = 0;
-  while (st.find(concat("blocks.", depth, ".ada_lin.1.weight"))) ++depth;
-  const auto width = ce->shape[1];
-  int heads = 0;
-  if (const TensorRef* sm = st.find("blocks.0.attn.scale_mul_1H11"); sm && sm->shape.size() == 4) heads = int(sm->shape[1]);
-  std::string preset;
-  for (int d : {16, 20, 24, 30})
-    if (depth == d && width == 64 * d) preset = concat(" (preset d", d, ")");
-  return concat("this file holds a depth-", depth, ", width-", width, ", ", heads, "-head model with ", ce->shape[0] - 1,
-                " classes", preset);
+  const auto f = transformer_file_shape(st);
+  if (!f) return "";
+  const std::string preset = f->official_preset();
+  return concat("this file holds a depth-", f->depth, ", width-", f->width, ", ", f->heads, "-head model with ",
+                f->num_classes, " classes", preset.empty() ? "" : " (preset " + preset + ")");
 }
 
 }  // namespace detail
