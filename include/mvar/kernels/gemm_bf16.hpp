@@ -42,6 +42,7 @@ inline std::uint16_t bf16_round(float f) {
 struct Bf16Tile {
   static constexpr int MR = 14, NR = 32;
   static constexpr std::ptrdiff_t KCP = 128;  // k-pairs per block: B micro-panel 16 KiB
+  static constexpr std::ptrdiff_t MCP = 42;   // micro-panels per A block: 588 rows × 128 pairs × 4 B ≈ 294 KiB
 };
 
 /// Packs all of K of output panel p (W rows [32p, 32p + 32) ∩ [0, N)) — Kp = ⌈K/2⌉ pairs.
@@ -57,31 +58,33 @@ inline void pack_b_bf16_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t
         }
 }
 
-/// Packs rows of x into 14-row micro-panels [i0, i1) of bf16 pairs (zero-padded rows and k).
-inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
-                        std::ptrdiff_t i0, std::ptrdiff_t i1, std::uint32_t* ap) {
+/// Packs rows of x (M rows, K columns) into 14-row micro-panels [i0, i1) of bf16 pairs, k-pairs
+/// [q0, q0 + kcp): panel i goes to dst + (i − i0)·kcp·MR (zero-padded rows and k).
+inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, std::ptrdiff_t i0,
+                        std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp, std::uint32_t* dst) {
   constexpr int MR = Bf16Tile::MR;
-  const std::ptrdiff_t Kp = (K + 1) / 2;
   for (std::ptrdiff_t i = i0; i < i1; ++i) {
-    std::uint32_t* dst = ap + i * Kp * MR;
+    std::uint32_t* d = dst + (i - i0) * kcp * MR;
     for (int r = 0; r < MR; ++r) {
       const std::ptrdiff_t m = i * MR + r;
       if (m >= M) {
-        for (std::ptrdiff_t q = 0; q < Kp; ++q) dst[q * MR + r] = 0;
+        for (std::ptrdiff_t q = 0; q < kcp; ++q) d[q * MR + r] = 0;
         continue;
       }
       const float* src = x + m * ldx;
-      for (std::ptrdiff_t q = 0; q < Kp; ++q) {
-        const std::uint32_t lo = bf16_round(src[2 * q]);
-        const std::uint32_t hi = 2 * q + 1 < K ? bf16_round(src[2 * q + 1]) : 0u;
-        dst[q * MR + r] = lo | (hi << 16);
+      for (std::ptrdiff_t q = 0; q < kcp; ++q) {
+        const std::ptrdiff_t k = 2 * (q0 + q);
+        const std::uint32_t lo = bf16_round(src[k]);
+        const std::uint32_t hi = k + 1 < K ? bf16_round(src[k + 1]) : 0u;
+        d[q * MR + r] = lo | (hi << 16);
       }
     }
   }
 }
 
-/// C[Rows × 32] (+)= A · B over kcp k-pairs, then + bias (32 floats) if non-null.
-template <int Rows>
+/// C[Rows × 32] (+)= A · B over kcp k-pairs, then + bias (32 floats) if non-null. Prefetch: also
+/// prefetch the B stream kBPrefetchBytes ahead (the first row tile of a panel).
+template <int Rows, bool Prefetch = false>
 inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict a,
                             const std::uint16_t* __restrict b, float* __restrict c, std::ptrdiff_t ldc,
                             bool load_c, const float* bias) {
@@ -94,6 +97,11 @@ inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict 
   }
 #pragma GCC unroll 2
   for (std::ptrdiff_t q = 0; q < kcp; ++q) {
+    if constexpr (Prefetch) {
+      const char* pf = reinterpret_cast<const char*>(b + q * 64) + kBPrefetchBytes;
+      __builtin_prefetch(pf, 0, 3);
+      __builtin_prefetch(pf + 64, 0, 3);
+    }
     const __m512bh b0 = (__m512bh)_mm512_load_si512(b + q * 64);
     const __m512bh b1 = (__m512bh)_mm512_load_si512(b + q * 64 + 32);
 #pragma GCC unroll 16
@@ -120,50 +128,47 @@ inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict 
 
 template <int Rows>
 inline void gemm_bf16_micro_rows(int rows, std::ptrdiff_t kcp, const std::uint32_t* a, const std::uint16_t* b,
-                                 float* c, std::ptrdiff_t ldc, bool load_c, const float* bias) {
+                                 float* c, std::ptrdiff_t ldc, bool load_c, const float* bias, bool prefetch) {
   if constexpr (Rows > 1) {
-    if (rows < Rows) return gemm_bf16_micro_rows<Rows - 1>(rows, kcp, a, b, c, ldc, load_c, bias);
+    if (rows < Rows) return gemm_bf16_micro_rows<Rows - 1>(rows, kcp, a, b, c, ldc, load_c, bias, prefetch);
   }
-  gemm_bf16_micro<Rows>(kcp, a, b, c, ldc, load_c, bias);
+  if (prefetch)
+    gemm_bf16_micro<Rows, true>(kcp, a, b, c, ldc, load_c, bias);
+  else
+    gemm_bf16_micro<Rows, false>(kcp, a, b, c, ldc, load_c, bias);
 }
 
-/// Output panels [p0, p1) for all M rows from packed A (bf16 pairs) and packed B (bf16 panels).
-inline void gemm_bf16_panels(const std::uint32_t* ap, std::ptrdiff_t M, std::ptrdiff_t K,
+/// Elements (u32 bf16 pairs) of A scratch gemm_bf16_panels packs for M rows and K columns.
+inline std::size_t bf16_a_scratch_elems(std::ptrdiff_t M, std::ptrdiff_t K) {
+  return a_scratch_elems<Bf16Tile::MR, Bf16Tile::KCP, Bf16Tile::MCP>(M, (K + 1) / 2);
+}
+
+/// Output panels [p0, p1) of y = x · B (+ bias) for all M rows, from x (packed here as bf16 pairs
+/// into the calling thread's scratch) and packed B (bf16 panels); loop order as drive_panels.
+inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
                              const std::uint16_t* bp, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
                              const float* bias, float* y, std::ptrdiff_t ldy) {
   constexpr int MR = Bf16Tile::MR, NR = Bf16Tile::NR;
-  constexpr std::ptrdiff_t MC = 36;  // micro-panels per A block: 504 rows × 256 k × 2 B ≈ 256 KiB
-  const std::ptrdiff_t Kp = (K + 1) / 2, panels_a = (M + MR - 1) / MR;
-  alignas(64) float tmp[MR * NR];
-  alignas(64) float bias_pad[NR];
-  for (std::ptrdiff_t qc = 0; qc < Kp; qc += Bf16Tile::KCP) {
-    const std::ptrdiff_t kcp = std::min(Bf16Tile::KCP, Kp - qc);
-    const bool first = qc == 0, last = qc + kcp >= Kp;
-    for (std::ptrdiff_t ic = 0; ic < panels_a; ic += MC) {
-      const std::ptrdiff_t ie = std::min(panels_a, ic + MC);
-      for (std::ptrdiff_t p = p0; p < p1; ++p) {
-        const std::uint16_t* b = bp + (p * Kp + qc) * 2 * NR;
-        const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
-        const float* bb = last ? panel_bias(bias, n0, cols, NR, bias_pad) : nullptr;
-        for (std::ptrdiff_t i = ic; i < ie; ++i) {
-          const std::uint32_t* a = ap + (i * Kp + qc) * MR;
-          const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
-          float* c = y + i * MR * ldy + n0;
-          if (cols == NR) {
-            if (rows == MR)
-              gemm_bf16_micro<MR>(kcp, a, b, c, ldy, !first, bb);
-            else
-              gemm_bf16_micro_rows<MR>(rows, kcp, a, b, c, ldy, !first, bb);
-          } else {
-            if (!first)
-              for (int r = 0; r < rows; ++r) std::copy(c + r * ldy, c + r * ldy + cols, tmp + r * NR);
-            gemm_bf16_micro_rows<MR>(rows, kcp, a, b, tmp, NR, !first, bb);
-            for (int r = 0; r < rows; ++r) std::copy(tmp + r * NR, tmp + r * NR + cols, c + r * ldy);
-          }
-        }
-      }
-    }
-  }
+  const std::ptrdiff_t Kp = (K + 1) / 2;
+  // The u32 pairs live in the fp32 scratch slot (same element size).
+  static_assert(sizeof(float) == sizeof(std::uint32_t));
+  auto* ap = reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
+  drive_panels<MR, NR, Bf16Tile::KCP, Bf16Tile::MCP>(
+      M, Kp, N, p0, p1, bias, y, ldy,
+      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp, std::ptrdiff_t off) {
+        pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap + off);
+      },
+      [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
+          std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
+        const std::uint32_t* a = ap + a_off;
+        const std::uint16_t* b = bp + (p * Kp + q0) * 2 * NR;
+        if (rows == MR && prefetch)
+          gemm_bf16_micro<MR, true>(kcp, a, b, c, ldc, load_c, bb);
+        else if (rows == MR)
+          gemm_bf16_micro<MR, false>(kcp, a, b, c, ldc, load_c, bb);
+        else
+          gemm_bf16_micro_rows<MR>(rows, kcp, a, b, c, ldc, load_c, bb, prefetch);
+      });
 }
 
 }  // namespace mvar::detail

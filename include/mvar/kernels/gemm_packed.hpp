@@ -4,17 +4,24 @@
 // Layouts (both zero-padded, so the micro-kernel never branches on edges while reading):
 //   packed B — panel p holds outputs [p·NR, p·NR + NR) for every k: b[(p·K + k)·NR + j].
 //              Built once at load time (PackedLinear) or per call by each column chunk (linear).
-//   packed A — micro-panel i holds rows [i·MR, i·MR + MR) for every k: a[(i·K + k)·MR + r].
-//              Built per call, once for all column chunks.
+//   packed A — micro-panel i holds rows [i·MR, i·MR + MR) of a k-range: a[(i·kc + k)·MR + r].
+//              Packed per call by each column chunk into its thread's scratch (no sharing
+//              between cores): all of K when M fits one row block, else one MC × KC block at a time.
 // Micro-kernel: MR × NR accumulators (MR rows of x, NR = NV vectors of outputs), one broadcast of
 // a[k, r] and NV vector loads of b[k, ·] per k. AVX-512: 14 × 32 = 28 zmm accumulators + 2 B + 1
 // broadcast (of 32); AVX2/SSE: 6 × 2 vectors = 12 + 2 + 1 (of 16).
-// Blocking: K in blocks of KC (one KC×NR B micro-panel stays in L1 while the MR-row micro-panels
-// of the A block — MC×KC, sized for L2 — stream past it).
+// Loop order (drive_panels):
+//   M ≤ MC rows (every batch-1 step of d16): panel-outer — for each output panel, all of K in KC
+//     blocks, all row tiles. The chunk's panels are adjacent in the packed layout, so B is read as
+//     one sequential stream from DRAM, with software prefetch 4 KiB ahead in the first row tile;
+//     the KC × NR B micro-panel then stays in L1 for the remaining row tiles.
+//   M > MC rows: K blocks of KC (B micro-panel in L1) × row blocks of MC (A block in L2) × panels.
+// Threads: one contiguous range of output panels per thread (gemm_chunk_panels); each output
+// element is computed by exactly one chunk.
 //
 // Reduction order of y[m, n]: one fp32 accumulator, k = 0, 1, …, K−1 in order (KC blocks are
 // continued by reloading the partial sum from y), then + b[n]. It depends on nothing but the
-// data, so any split of the columns over threads gives the same bits.
+// data and M, so any split of the columns over threads gives the same bits.
 //
 // Template parameters: Arch — xsimd architecture; MR, NV — register tile (GemmTile<Arch>);
 // Rows ≤ MR — rows actually computed by an edge micro-kernel.
@@ -39,8 +46,13 @@ struct GemmTile {
   static constexpr int NV = 2;
   static constexpr int NR = NV * int(V::size);
   static constexpr std::ptrdiff_t KC = 256;  // B micro-panel KC·NR·4 = 32 KiB (AVX-512) in L1
-  static constexpr std::ptrdiff_t MC = std::ptrdiff_t(512 * 1024 / (KC * 4)) / MR * MR;  // A block ≈ 512 KiB, L2
+  // Row micro-panels per A block: MC × KC × 4 ≈ 600 KiB, in L2 (1 MiB per core on the target);
+  // 588 rows on AVX-512, so every d16 batch-1 step (≤ 512 rows) is one block.
+  static constexpr std::ptrdiff_t MCP = std::ptrdiff_t(600 * 1024 / (KC * 4)) / MR;
 };
+
+/// Bytes ahead of the B stream that the first row tile prefetches in the panel-outer order.
+inline constexpr std::ptrdiff_t kBPrefetchBytes = 4096;
 
 /// The bias of one NR-wide output panel starting at column n0 with `cols` valid columns: a pointer
 /// into bias for a full panel, the zero-padded copy in pad (NR floats) for the last, narrow one.
@@ -63,7 +75,8 @@ inline float* thread_scratch(int slot, std::size_t n) {
 
 /// C[Rows × NR] (+)= A-micro-panel · B-micro-panel over kc steps; then + bias if non-null.
 /// a: kc × MR (stride MR), b: kc × NR (64-byte aligned rows), c: row stride ldc.
-template <class Arch, int MR, int Rows, int NV>
+/// Prefetch: also prefetch the B stream kBPrefetchBytes ahead (the first row tile of a panel).
+template <class Arch, int MR, int Rows, int NV, bool Prefetch = false>
 inline void gemm_micro(std::ptrdiff_t kc, const float* __restrict a, const float* __restrict b,
                        float* __restrict c, std::ptrdiff_t ldc, bool load_c, const float* bias) {
   using V = xsimd::batch<float, Arch>;
@@ -83,6 +96,11 @@ inline void gemm_micro(std::ptrdiff_t kc, const float* __restrict a, const float
   }
 #pragma GCC unroll 2
   for (std::ptrdiff_t k = 0; k < kc; ++k) {
+    if constexpr (Prefetch) {
+      const char* pf = reinterpret_cast<const char*>(b + k * NR) + kBPrefetchBytes;
+#pragma GCC unroll 4
+      for (int l = 0; l < NR * 4 / 64; ++l) __builtin_prefetch(pf + 64 * l, 0, 3);
+    }
     V bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = V::load_aligned(b + k * NR + v * L);
@@ -110,34 +128,38 @@ inline void gemm_micro(std::ptrdiff_t kc, const float* __restrict a, const float
 /// Dispatches rows ≤ MR to the instantiation with exactly that many rows.
 template <class Arch, int MR, int Rows, int NV>
 inline void gemm_micro_rows(int rows, std::ptrdiff_t kc, const float* a, const float* b, float* c,
-                            std::ptrdiff_t ldc, bool load_c, const float* bias) {
+                            std::ptrdiff_t ldc, bool load_c, const float* bias, bool prefetch) {
   if constexpr (Rows > 1) {
-    if (rows < Rows) return gemm_micro_rows<Arch, MR, Rows - 1, NV>(rows, kc, a, b, c, ldc, load_c, bias);
+    if (rows < Rows) return gemm_micro_rows<Arch, MR, Rows - 1, NV>(rows, kc, a, b, c, ldc, load_c, bias, prefetch);
   }
-  gemm_micro<Arch, MR, Rows, NV>(kc, a, b, c, ldc, load_c, bias);
+  if (prefetch)
+    gemm_micro<Arch, MR, Rows, NV, true>(kc, a, b, c, ldc, load_c, bias);
+  else
+    gemm_micro<Arch, MR, Rows, NV, false>(kc, a, b, c, ldc, load_c, bias);
 }
 
-/// Packs rows [0, M) of x (row stride ldx) into MR-row micro-panels [i0, i1), zero-padded.
-/// k is blocked by 64 so the destination block (64·MR floats) stays in L1 while the MR source
-/// rows are read (writing column by column over the whole panel would evict each line MR times).
+/// Packs rows of x (row stride ldx, M rows in all) into MR-row micro-panels [i0, i1), columns
+/// [k0, k0 + kc): panel i goes to dst + (i − i0)·kc·MR, zero-padded past row M. k is blocked by 64
+/// so the destination block (64·MR floats) stays in L1 while the MR source rows are read (writing
+/// column by column over the whole panel would evict each line MR times).
 template <class Arch>
-inline void pack_a(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
-                   std::ptrdiff_t i0, std::ptrdiff_t i1, float* ap) {
+inline void pack_a(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t i0, std::ptrdiff_t i1,
+                   std::ptrdiff_t k0, std::ptrdiff_t kc, float* dst) {
   constexpr int MR = GemmTile<Arch>::MR;
   constexpr std::ptrdiff_t kBlock = 64;
   for (std::ptrdiff_t i = i0; i < i1; ++i) {
-    float* dst = ap + i * K * MR;
+    float* d = dst + (i - i0) * kc * MR;
     const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
-    const float* src = x + i * MR * ldx;
-    for (std::ptrdiff_t k0 = 0; k0 < K; k0 += kBlock) {
-      const std::ptrdiff_t k1 = std::min(K, k0 + kBlock);
+    const float* src = x + i * MR * ldx + k0;
+    for (std::ptrdiff_t kb = 0; kb < kc; kb += kBlock) {
+      const std::ptrdiff_t ke = std::min(kc, kb + kBlock);
       if (rows == MR) {
-        for (std::ptrdiff_t k = k0; k < k1; ++k)
+        for (std::ptrdiff_t k = kb; k < ke; ++k)
 #pragma GCC unroll 16
-          for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r * ldx + k];
+          for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * ldx + k];
       } else {
-        for (std::ptrdiff_t k = k0; k < k1; ++k)
-          for (int r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? src[r * ldx + k] : 0.0f;
+        for (std::ptrdiff_t k = kb; k < ke; ++k)
+          for (int r = 0; r < MR; ++r) d[k * MR + r] = r < rows ? src[r * ldx + k] : 0.0f;
       }
     }
   }
@@ -179,6 +201,60 @@ inline void touch_rows(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t n0, st
   (void)sink;
 }
 
+/// The loop nest shared by the fp32 and bf16 packed GEMMs over output panels [p0, p1) for all M
+/// rows; k is counted in the kernel's units (fp32: k, bf16: k-pairs; Ku of them, KC per block).
+///   pack(i0, i1, k0, kc, dst_offset)        packs row micro-panels [i0, i1) × k-range [k0, k0 + kc)
+///                                           into the A scratch at element offset dst_offset;
+///   kernel(rows, a_offset, p, k0, kc, c, ldc, load_c, bias, prefetch)
+///                                           one micro-tile: rows ≤ MR rows of A (scratch offset
+///                                           a_offset) × output panel p over [k0, k0 + kc) into c.
+/// The right-edge panel (< NR valid columns) goes through a full-width tile on the stack.
+template <int MR, int NR, std::ptrdiff_t KC, std::ptrdiff_t MCP, class Pack, class Kernel>
+inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
+                         const float* bias, float* y, std::ptrdiff_t ldy, Pack&& pack, Kernel&& kernel) {
+  const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
+  alignas(64) float tmp[MR * NR];
+  alignas(64) float bias_pad[NR];
+  auto tile = [&](std::ptrdiff_t i, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc,
+                  bool prefetch) {
+    const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
+    const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
+    const bool first = k0 == 0, last = k0 + kc >= Ku;
+    const float* bb = last ? panel_bias(bias, n0, cols, NR, bias_pad) : nullptr;
+    float* c = y + i * MR * ldy + n0;
+    if (cols == NR) return kernel(rows, a_off, p, k0, kc, c, ldy, !first, bb, prefetch);
+    if (!first)
+      for (int r = 0; r < rows; ++r) std::copy(c + r * ldy, c + r * ldy + cols, tmp + r * NR);
+    kernel(rows, a_off, p, k0, kc, tmp, NR, !first, bb, prefetch);
+    for (int r = 0; r < rows; ++r) std::copy(tmp + r * NR, tmp + r * NR + cols, c + r * ldy);
+  };
+  if (panels_a <= MCP) {  // one row block: panel-outer, B streamed sequentially
+    pack(0, panels_a, 0, Ku, 0);
+    for (std::ptrdiff_t p = p0; p < p1; ++p)
+      for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
+        const std::ptrdiff_t kc = std::min(KC, Ku - k0);
+        for (std::ptrdiff_t i = 0; i < panels_a; ++i) tile(i, (i * Ku + k0) * MR, p, k0, kc, i == 0);
+      }
+    return;
+  }
+  for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
+    const std::ptrdiff_t kc = std::min(KC, Ku - k0);
+    for (std::ptrdiff_t ic = 0; ic < panels_a; ic += MCP) {
+      const std::ptrdiff_t ie = std::min(panels_a, ic + MCP);
+      pack(ic, ie, k0, kc, 0);
+      for (std::ptrdiff_t p = p0; p < p1; ++p)
+        for (std::ptrdiff_t i = ic; i < ie; ++i) tile(i, (i - ic) * kc * MR, p, k0, kc, false);
+    }
+  }
+}
+
+/// Elements of A scratch drive_panels' pack() fills for M rows and Ku k-units.
+template <int MR, std::ptrdiff_t KC, std::ptrdiff_t MCP>
+inline std::size_t a_scratch_elems(std::ptrdiff_t M, std::ptrdiff_t Ku) {
+  const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
+  return std::size_t(panels_a <= MCP ? panels_a * Ku * MR : MCP * std::min(KC, Ku) * MR);
+}
+
 /// Where the B panels come from: pre-packed for all of K (PackedLinear), or raw W that each
 /// column chunk packs into its thread's scratch (linear).
 struct BSource {
@@ -187,16 +263,14 @@ struct BSource {
   std::ptrdiff_t ldw = 0;
 };
 
-/// Output panels [p0, p1) of y for all M rows, from the packed A (all micro-panels).
+/// Output panels [p0, p1) of y = x · B (+ bias) for all M rows. Packs A (and, from raw W, this
+/// chunk's B panels) into the calling thread's scratch.
 template <class Arch>
-inline void gemm_panels(const float* ap, std::ptrdiff_t M, std::ptrdiff_t K, const BSource& bs,
-                        std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1, const float* bias,
-                        float* y, std::ptrdiff_t ldy) {
+inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, const BSource& bs,
+                        std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1, const float* bias, float* y,
+                        std::ptrdiff_t ldy) {
   using T = GemmTile<Arch>;
   constexpr int MR = T::MR, NV = T::NV, NR = T::NR;
-  const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
-  alignas(64) float tmp[MR * NR];
-  alignas(64) float bias_pad[NR];
   // Raw W: pack this chunk's panels over all of K first, reading each W row front to back (long
   // sequential runs the hardware prefetcher follows; KC-sized runs from 32 rows at once are not).
   const float* bpacked = bs.packed;
@@ -214,41 +288,30 @@ inline void gemm_panels(const float* ap, std::ptrdiff_t M, std::ptrdiff_t K, con
     bpacked = scratch;
     pbase = p0;
   }
-  for (std::ptrdiff_t pc = 0; pc < K; pc += T::KC) {
-    const std::ptrdiff_t kc = std::min(T::KC, K - pc);
-    const bool first = pc == 0, last = pc + kc >= K;
-    for (std::ptrdiff_t ic = 0; ic < panels_a; ic += T::MC / MR) {
-      const std::ptrdiff_t ie = std::min(panels_a, ic + T::MC / MR);
-      for (std::ptrdiff_t p = p0; p < p1; ++p) {
-        const float* b = bpacked + ((p - pbase) * K + pc) * NR;
-        const std::ptrdiff_t n0 = p * NR, cols = std::min<std::ptrdiff_t>(NR, N - n0);
-        const float* bb = last ? panel_bias(bias, n0, cols, NR, bias_pad) : nullptr;
-        for (std::ptrdiff_t i = ic; i < ie; ++i) {
-          const float* a = ap + (i * K + pc) * MR;
-          const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
-          float* c = y + i * MR * ldy + n0;
-          if (cols == NR) {
-            if (rows == MR)
-              gemm_micro<Arch, MR, MR, NV>(kc, a, b, c, ldy, !first, bb);
-            else
-              gemm_micro_rows<Arch, MR, MR, NV>(rows, kc, a, b, c, ldy, !first, bb);
-          } else {  // right edge: through a full-width tile on the stack
-            if (!first)
-              for (int r = 0; r < rows; ++r) std::copy(c + r * ldy, c + r * ldy + cols, tmp + r * NR);
-            gemm_micro_rows<Arch, MR, MR, NV>(rows, kc, a, b, tmp, NR, !first, bb);
-            for (int r = 0; r < rows; ++r) std::copy(tmp + r * NR, tmp + r * NR + cols, c + r * ldy);
-          }
-        }
-      }
-    }
-  }
+  float* ap = thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
+  drive_panels<MR, NR, T::KC, T::MCP>(
+      M, K, N, p0, p1, bias, y, ldy,
+      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t k0, std::ptrdiff_t kc, std::ptrdiff_t off) {
+        pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, ap + off);
+      },
+      [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc, float* c,
+          std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
+        const float* a = ap + a_off;
+        const float* b = bpacked + ((p - pbase) * K + k0) * NR;
+        if (rows == MR && prefetch)
+          gemm_micro<Arch, MR, MR, NV, true>(kc, a, b, c, ldc, load_c, bb);
+        else if (rows == MR)
+          gemm_micro<Arch, MR, MR, NV, false>(kc, a, b, c, ldc, load_c, bb);
+        else
+          gemm_micro_rows<Arch, MR, MR, NV>(rows, kc, a, b, c, ldc, load_c, bb, prefetch);
+      });
 }
 
-/// Column-panel chunk size (in panels) for threading: a function of N alone, ~16 chunks.
-template <class Arch>
-inline std::ptrdiff_t gemm_grain_panels(std::ptrdiff_t N) {
-  const std::ptrdiff_t panels = (N + GemmTile<Arch>::NR - 1) / GemmTile<Arch>::NR;
-  return std::max<std::ptrdiff_t>(1, (panels + 15) / 16);
+/// Column-panel chunk size for threading: one contiguous range of panels per thread. Any split
+/// gives the same bits (each output is computed whole by one chunk); one chunk per thread keeps
+/// each core on its own stretch of the B stream and packs A once per core.
+inline std::ptrdiff_t gemm_chunk_panels(std::ptrdiff_t panels, int threads) {
+  return std::max<std::ptrdiff_t>(1, (panels + threads - 1) / std::max(threads, 1));
 }
 
 }  // namespace mvar::detail

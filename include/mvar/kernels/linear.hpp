@@ -2,12 +2,12 @@
 // checkpoint layout, nn.Linear), read in place (no copies).
 //
 // Few rows (M ≤ kStreamMaxRows): the weight-streaming kernel of gemm_stream.hpp, bound by reading
-// W once. More rows: the packed GEMM of gemm_packed.hpp (A packed once per call, W packed per
-// KC-block of each column chunk). PackedLinear packs W once at load time instead.
+// W once. More rows: the packed GEMM of gemm_packed.hpp (each column chunk packs its W panels and
+// its own copy of A per call). PackedLinear packs W once at load time instead.
 //
-// Threading: the output columns are split into chunks whose width depends only on N, and each
-// output element is computed by one chunk with a reduction order fixed by K, so results are
-// identical for any pool size.
+// Threading: the output columns are split into chunks (streaming: a width that depends only on N;
+// packed: one contiguous range per thread), and each output element is computed by one chunk with
+// a reduction order fixed by K (and M), so results are identical for any pool size.
 #pragma once
 
 #include <algorithm>
@@ -18,7 +18,6 @@
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
-#include "mvar/core/workspace.hpp"
 #include "mvar/kernels/gemm_bf16.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/gemm_stream.hpp"
@@ -58,14 +57,10 @@ inline void linear(ThreadPool& pool, TensorView<const float, 2> x, TensorView<co
   }
   using Arch = xsimd::default_arch;
   using T = detail::GemmTile<Arch>;
-  const std::ptrdiff_t panels_a = (M + T::MR - 1) / T::MR, panels_b = (N + T::NR - 1) / T::NR;
-  float* ap = detail::thread_scratch(0, std::size_t(panels_a * K * T::MR));
-  parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
-    detail::pack_a<Arch>(x.data(), x.stride(0), M, K, i0, i1, ap);
-  });
+  const std::ptrdiff_t panels_b = (N + T::NR - 1) / T::NR;
   const detail::BSource bs{nullptr, w.data(), w.stride(0)};
-  parallel_for(pool, panels_b, detail::gemm_grain_panels<Arch>(N), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-    detail::gemm_panels<Arch>(ap, M, K, bs, N, p0, p1, bias, y.data(), y.stride(0));
+  parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+    detail::gemm_panels<Arch>(x.data(), x.stride(0), M, K, bs, N, p0, p1, bias, y.data(), y.stride(0));
   });
 }
 
@@ -113,34 +108,9 @@ class PackedLinear {
   }
 
   /// y = x · wᵀ + bias. x: [M, K], y: [M, N], unit stride along the last axis, any row
-  /// strides; y must not alias x. Packing scratch: a per-thread buffer grown on first use.
+  /// strides; y must not alias x. Packing scratch: a per-thread buffer grown on first use to
+  /// min(M, 588)·K floats at most (fp32; half for bf16) — allocated on the first calls only.
   void operator()(ThreadPool& pool, TensorView<const float, 2> x, TensorView<float, 2> y) const {
-    const std::ptrdiff_t panels_a = (x.extent(0) + T::MR - 1) / T::MR;
-    run(pool, detail::thread_scratch(0, std::size_t(panels_a * K_ * T::MR)), x, y);
-  }
-  /// Same, with the packing scratch (workspace_bytes(M) bytes) taken from ws and given back.
-  void operator()(ThreadPool& pool, Workspace& ws, TensorView<const float, 2> x, TensorView<float, 2> y) const {
-    const std::size_t mark = ws.mark();
-    const std::ptrdiff_t panels_a = (x.extent(0) + T::MR - 1) / T::MR;
-    run(pool, ws.take<float>(std::size_t(panels_a * K_ * T::MR)), x, y);
-    ws.release(mark);
-  }
-  /// Workspace bytes operator()(pool, ws, x, y) needs for M rows.
-  std::size_t workspace_bytes(std::ptrdiff_t M) const {
-    return Workspace::round(sizeof(float) * std::size_t((M + T::MR - 1) / T::MR * K_ * T::MR));
-  }
-
-  std::ptrdiff_t in_features() const { return K_; }
-  std::ptrdiff_t out_features() const { return N_; }
-  Precision precision() const { return precision_; }
-  /// Bytes held (packed weights incl. zero padding to a multiple of the panel width, and bias).
-  std::size_t bytes() const { return w_.bytes() + wb_.bytes() + b_.bytes(); }
-
- private:
-  using Arch = xsimd::default_arch;
-  using T = detail::GemmTile<Arch>;
-
-  void run(ThreadPool& pool, float* ap, TensorView<const float, 2> x, TensorView<float, 2> y) const {
     MVAR_ASSERT(x.extent(1) == K_ && y.extent(1) == N_ && y.extent(0) == x.extent(0));
     MVAR_ASSERT(x.stride(1) == 1 || x.extent(1) <= 1);
     MVAR_ASSERT(y.stride(1) == 1 || y.extent(1) <= 1);
@@ -154,29 +124,29 @@ class PackedLinear {
     }
 #if defined(MVAR_HAS_BF16_GEMM)
     if (precision_ == Precision::BF16) {
-      using B = detail::Bf16Tile;
-      static_assert(B::MR <= T::MR, "PackedLinear: bf16 A scratch must fit the fp32 reservation");
-      auto* ap32 = reinterpret_cast<std::uint32_t*>(ap);  // ⌈K/2⌉·MR u32 ≤ the K·MR floats reserved
-      const std::ptrdiff_t panels_a = (M + B::MR - 1) / B::MR, panels_b = (N_ + B::NR - 1) / B::NR;
-      parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
-        detail::pack_a_bf16(x.data(), x.stride(0), M, K_, i0, i1, ap32);
+      const std::ptrdiff_t panels_b = (N_ + detail::Bf16Tile::NR - 1) / detail::Bf16Tile::NR;
+      parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+        detail::gemm_bf16_panels(x.data(), x.stride(0), M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0));
       });
-      parallel_for(pool, panels_b, std::max<std::ptrdiff_t>(1, (panels_b + 15) / 16),
-                   [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-                     detail::gemm_bf16_panels(ap32, M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0));
-                   });
       return;
     }
 #endif
-    const std::ptrdiff_t panels_a = (M + T::MR - 1) / T::MR, panels_b = (N_ + T::NR - 1) / T::NR;
-    parallel_for(pool, panels_a, 4, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
-      detail::pack_a<Arch>(x.data(), x.stride(0), M, K_, i0, i1, ap);
-    });
+    const std::ptrdiff_t panels_b = (N_ + T::NR - 1) / T::NR;
     const detail::BSource bs{w_.data(), nullptr, 0};
-    parallel_for(pool, panels_b, detail::gemm_grain_panels<Arch>(N_), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-      detail::gemm_panels<Arch>(ap, M, K_, bs, N_, p0, p1, bias, y.data(), y.stride(0));
+    parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
+      detail::gemm_panels<Arch>(x.data(), x.stride(0), M, K_, bs, N_, p0, p1, bias, y.data(), y.stride(0));
     });
   }
+
+  std::ptrdiff_t in_features() const { return K_; }
+  std::ptrdiff_t out_features() const { return N_; }
+  Precision precision() const { return precision_; }
+  /// Bytes held (packed weights incl. zero padding to a multiple of the panel width, and bias).
+  std::size_t bytes() const { return w_.bytes() + wb_.bytes() + b_.bytes(); }
+
+ private:
+  using Arch = xsimd::default_arch;
+  using T = detail::GemmTile<Arch>;
 
   std::ptrdiff_t K_ = 0, N_ = 0;
   bool has_bias_ = false;
