@@ -316,6 +316,14 @@ TEST_CASE("load_checkpoint dispatches on the file's first bytes", "[io][pth]") {
   const auto b = mvar::load_checkpoint(st);
   REQUIRE(a.at("w").to_float() == b.at("w").to_float());
   REQUIRE(a.at("w").shape == b.at("w").shape);
+  // Both formats report the mapped file, so packed layers can release the pages they copied
+  // (an empty range makes TensorStore::release_pages a no-op: the file stays resident).
+  for (const auto* store : {&a, &b}) {
+    const auto r = store->mapped_range();
+    const auto* w = store->at("w").data;
+    REQUIRE(!r.empty());
+    REQUIRE((w >= r.data() && w + store->at("w").nbytes <= r.data() + r.size()));
+  }
   REQUIRE_THROWS_WITH(mvar::load_checkpoint(legacy), Catch::Contains("legacy (pre-1.6, non-zip) torch.save"));
   REQUIRE_THROWS_WITH(mvar::load_checkpoint((dir / "mvar_no_such_file.pth").string()), Catch::Contains("cannot open"));
   for (const auto& f : {pth, st, legacy}) std::filesystem::remove(f);

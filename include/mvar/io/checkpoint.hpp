@@ -64,13 +64,19 @@ inline TensorStore load_checkpoint(const std::string& path) {
   auto map = std::make_shared<MappedFile>(path);
   const std::span<const std::byte> bytes(map->data(), map->size());
   switch (sniff_checkpoint(bytes)) {
-    case CheckpointFormat::Pth: return detail::PthReader(bytes, path).read(map);
+    case CheckpointFormat::Pth: {
+      TensorStore st = detail::PthReader(bytes, path).read(map);
+      st.set_mapped_range(bytes);  // lets packed layers release the pages they copied
+      return st;
+    }
     case CheckpointFormat::LegacyPth: detail::refuse_legacy_pth(path);
     case CheckpointFormat::Safetensors: break;
   }
   std::map<std::string, std::string> meta;
   auto tensors = detail::parse_safetensors(map->data(), map->size(), path, &meta);
-  return TensorStore(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
+  TensorStore st(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
+  st.set_mapped_range(bytes);
+  return st;
 }
 
 }  // namespace mvar

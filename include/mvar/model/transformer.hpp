@@ -199,25 +199,32 @@ class Transformer {
     TensorView<float, 2> qkv(ws.take<float>(std::size_t(M) * 3 * C), {M, 3 * C});
     TensorView<float, 2> ffn(ws.take<float>(std::size_t(M) * F), {M, F});
 
-    // x ← x + g ⊙ y row-block-wise: g is image r's gate.
+    // Row-wise work runs on the pool in chunks of kRowGrain rows (each row is computed by one
+    // chunk in a fixed order, so the bits do not depend on the thread count).
+    constexpr std::ptrdiff_t kRowGrain = std::max(1, 8192 / C);
+    auto rows = [&](auto&& f) { parallel_for(pool, M, kRowGrain, f); };
+    // x ← x + g ⊙ y: g is the gate of the row's image.
     auto gated_add = [&](TensorView<const float, 2> y, int gate_chunk, int block) {
-      for (int r = 0; r < R; ++r) {
-        const float* g = c.ada.row(block * c.rows + r) + gate_chunk * C;
-        for (int t = 0; t < n; ++t) {
-          float* xr = x.row(std::ptrdiff_t(r) * n + t);
-          const float* yr = y.row(std::ptrdiff_t(r) * n + t);
+      rows([&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
+        for (std::ptrdiff_t row = r0; row < r1; ++row) {
+          const float* g = c.ada.row(block * c.rows + row / n) + gate_chunk * C;
+          float* xr = x.row(row);
+          const float* yr = y.row(row);
           for (int j = 0; j < C; ++j) xr[j] += g[j] * yr[j];
         }
-      }
+      });
     };
-    // h ← LN(x) ⊙ (1 + scale) + shift with image r's (scale, shift) chunks.
+    // h ← LN(x) ⊙ (1 + scale) + shift with the (scale, shift) chunks of the row's image.
     auto norm_modulate = [&](int scale_chunk, int shift_chunk, int block, const TensorView<float, 2>& ada, int ada_rows) {
-      layer_norm(x, h);
-      for (int r = 0; r < R; ++r) {
-        const float* a = ada.row(block * ada_rows + r);
-        modulate(h.slice(0, std::ptrdiff_t(r) * n, std::ptrdiff_t(r + 1) * n), a + scale_chunk * C, a + shift_chunk * C,
-                 h.slice(0, std::ptrdiff_t(r) * n, std::ptrdiff_t(r + 1) * n));
-      }
+      rows([&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
+        layer_norm(x.slice(0, r0, r1), h.slice(0, r0, r1));
+        for (std::ptrdiff_t a = r0; a < r1;) {  // runs of rows of one image
+          const std::ptrdiff_t img = a / n, b = std::min(r1, (img + 1) * n);
+          const float* ad = ada.row(block * ada_rows + img);
+          modulate(h.slice(0, a, b), ad + scale_chunk * C, ad + shift_chunk * C, h.slice(0, a, b));
+          a = b;
+        }
+      });
     };
 
     for (int i = 0; i < Cfg.depth; ++i) {
@@ -226,8 +233,10 @@ class Transformer {
       norm_modulate(2, 4, i, c.ada, c.rows);
       layer(pool, 4 * i + 0, bw.qkv, h, qkv);
       if (Cfg.attn_l2_norm) {
-        l2_normalize_heads(qkv.slice(1, 0, C), H, bw.q_mult.data());
-        l2_normalize_heads(qkv.slice(1, C, 2 * C), H, nullptr);
+        rows([&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
+          l2_normalize_heads(qkv.slice(0, r0, r1).slice(1, 0, C), H, bw.q_mult.data());
+          l2_normalize_heads(qkv.slice(0, r0, r1).slice(1, C, 2 * C), H, nullptr);
+        });
       }
       AttentionCall call{i, s, R, side, H, HD, qkv, att};
       attend(call);
@@ -235,7 +244,7 @@ class Transformer {
       gated_add(h, 0, i);
       norm_modulate(3, 5, i, c.ada, c.rows);
       layer(pool, 4 * i + 2, bw.fc1, h, ffn);
-      gelu_tanh_inplace({ffn.data(), std::size_t(M) * F});
+      rows([&](std::ptrdiff_t r0, std::ptrdiff_t r1) { gelu_tanh_inplace({ffn.row(r0), std::size_t(r1 - r0) * F}); });
       layer(pool, 4 * i + 3, bw.fc2, ffn, att);
       gated_add(att, 1, i);
       if (hooks && hooks->after_block) hooks->after_block(s, i, x);

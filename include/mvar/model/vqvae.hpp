@@ -78,7 +78,9 @@ class VaeBinder {
     const TensorRef* b = get(prefix + ".bias", {co});
     if (!w || !b) return {};
     const std::vector<float> wf = w->to_float(), bf = b->to_float();
-    return Conv2d(TensorView<const float, 4>(wf.data(), {co, ci, k, k}), bf);
+    Conv2d c(TensorView<const float, 4>(wf.data(), {co, ci, k, k}), bf);
+    store_.release_pages(*w);  // the conv keeps its own packed copy: drop the mapped file pages
+    return c;
   }
   VaeNorm norm(const std::string& prefix, std::int64_t c) {
     const TensorRef* w = get(prefix + ".weight", {c});
