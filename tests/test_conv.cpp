@@ -50,12 +50,13 @@ Problem make_problem(int ci, int co, int h, int w, int k, unsigned seed) {
 
 // Runs Conv2d (vector type V) on p with `threads`; residual added when with_residual.
 template <class V = xsimd::batch<float>>
-std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false) {
+std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false, bool winograd = false) {
   mvar::ThreadPool pool(threads);
   std::vector<float> planes(PaddedImage::floats(p.ci, p.h, p.w), std::numeric_limits<float>::quiet_NaN());
   const PaddedImage img(planes.data(), p.ci, p.h, p.w);
   mvar::pad_copy(pool, TensorView<const float, 3>(p.in.data(), {p.ci, p.h, p.w}), img);
-  const mvar::Conv2d conv(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, p.k, p.k}), p.bias);
+  mvar::Conv2d conv(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, p.k, p.k}), p.bias);
+  if (winograd) conv.enable_winograd();
   std::vector<float> out(std::size_t(p.co * p.h * p.w), std::numeric_limits<float>::quiet_NaN());
   TensorView<float, 3> ov(out.data(), {p.co, p.h, p.w});
   if (in_place) {
@@ -88,7 +89,98 @@ double error_ratio(const Problem& p, const std::vector<float>& got, bool with_re
   return worst;
 }
 
+// Worst |got − ref| / bound for the Winograd F(2×2, 3×3) form. Its sums are reassociated, so the
+// bound uses the magnitudes the transformed computation actually adds: per output tile and
+// channel, |Y| = |Aᵀ| (Σ_c (|G| |g_c| |G|ᵀ) ⊙ (|Bᵀ| |d_c| |B|)) |A| (each product, transform and
+// sum rounded at most once per term: γ_n with n = ci + 16 covers the channel sum, the transforms
+// and the rounding of U to float), plus |bias| and |residual|.
+double winograd_error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual) {
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};  // |G|
+  static constexpr double B[4][4] = {{1, 0, 0, 0}, {0, 1, 1, 1}, {1, 1, 1, 0}, {0, 0, 0, 1}};   // |B| (= |Bᵀ|ᵀ)
+  static constexpr double A[4][2] = {{1, 0}, {1, 1}, {1, 1}, {0, 1}};                             // |A|
+  const auto want = mvar::ref::conv2d(p.in, p.ci, p.h, p.w, p.wt, p.bias, p.co, 3);
+  auto in_at = [&](int c, int y, int x) { return (y < 0 || x < 0 || y >= p.h || x >= p.w) ? 0.0 : std::abs(double(p.in[std::size_t((c * p.h + y) * p.w + x)])); };
+  const double g = gamma_n(p.ci + 16);
+  double worst = 0;
+  for (int o = 0; o < p.co; ++o)
+    for (int ty = 0; ty < p.h / 2; ++ty)
+      for (int tx = 0; tx < p.w / 2; ++tx) {
+        double S[4][4] = {};
+        for (int c = 0; c < p.ci; ++c) {
+          double u[4][4] = {}, v[4][4] = {}, t[4][3] = {}, e[4][4] = {};
+          const float* w = &p.wt[std::size_t((o * p.ci + c) * 9)];
+          for (int i = 0; i < 4; ++i)
+            for (int b = 0; b < 3; ++b)
+              for (int a = 0; a < 3; ++a) t[i][b] += G[i][a] * std::abs(double(w[a * 3 + b]));
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j)
+              for (int b = 0; b < 3; ++b) u[i][j] += t[i][b] * G[j][b];
+          for (int r = 0; r < 4; ++r)
+            for (int j = 0; j < 4; ++j)
+              for (int q = 0; q < 4; ++q) e[r][j] += in_at(c, 2 * ty - 1 + r, 2 * tx - 1 + q) * B[q][j];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j)
+              for (int r = 0; r < 4; ++r) v[i][j] += B[r][i] * e[r][j];
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) S[i][j] += u[i][j] * v[i][j];
+        }
+        for (int a = 0; a < 2; ++a)
+          for (int b = 0; b < 2; ++b) {
+            double mag = std::abs(double(p.bias[std::size_t(o)]));
+            for (int i = 0; i < 4; ++i)
+              for (int j = 0; j < 4; ++j) mag += A[i][a] * S[i][j] * A[j][b];
+            const std::size_t at = std::size_t((o * p.h + 2 * ty + a) * p.w + 2 * tx + b);
+            const double r = with_residual ? p.residual[at] : 0.0;
+            if (!std::isfinite(got[at])) return std::numeric_limits<double>::infinity();
+            worst = std::max(worst, std::abs(double(got[at]) - (want[at] + r)) / (g * (mag + std::abs(r)) + 1e-30));
+          }
+      }
+  return worst;
+}
+
 }  // namespace
+
+TEST_CASE("Conv2d Winograd F(2x2,3x3) == naive reference within its error bound", "[kernels][conv][winograd]") {
+  const int ci = GENERATE(1, 3, 37, 160);
+  const int co = GENERATE(1, 8, 13, 32);
+  const auto hw = GENERATE(std::pair{2, 32}, std::pair{4, 64}, std::pair{32, 32}, std::pair{6, 96});
+  CAPTURE(ci, co, hw.first, hw.second);
+  const auto p = make_problem(ci, co, hw.first, hw.second, 3, unsigned(ci * 5 + co));
+  mvar::Conv2d probe(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+  const bool have = probe.enable_winograd();
+#if defined(MVAR_HAS_WINOGRAD)
+  REQUIRE(have);
+  REQUIRE(probe.uses_winograd(hw.first, hw.second));
+#else
+  REQUIRE(!have);  // direct kernel only: the checks below then test that fallback
+#endif
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, false, false, true), false) <= 1.0);
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, true, false, true), true) <= 1.0);
+  // The direct kernel's tighter bound must not hold by accident only: Winograd really ran.
+  if (have) REQUIRE(run_conv(p, 2, false, false, true) != run_conv(p, 2, false));
+}
+
+TEST_CASE("Conv2d Winograd: other shapes fall back, residual in place, same bits for any thread count",
+          "[kernels][conv][winograd]") {
+  for (const auto& hw : {std::pair{3, 32}, std::pair{4, 48}, std::pair{16, 16}}) {  // H odd, W % 32, W < 32
+    CAPTURE(hw.first, hw.second);
+    const auto p = make_problem(16, 8, hw.first, hw.second, 3, 5);
+    mvar::Conv2d c(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+    c.enable_winograd();
+    REQUIRE(!c.uses_winograd(hw.first, hw.second));
+    REQUIRE(run_conv(p, 2, true, false, true) == run_conv(p, 2, true));  // the direct kernel, bit for bit
+  }
+  const auto p = make_problem(40, 24, 10, 64, 3, 9);
+  const auto base = run_conv(p, 1, true, false, true);
+  REQUIRE(std::memcmp(base.data(), run_conv(p, 2, true, true, true).data(), base.size() * sizeof(float)) == 0);
+  for (int t : {2, 3, 8}) {
+    CAPTURE(t);
+    const auto got = run_conv(p, t, true, false, true);
+    REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
+  }
+  mvar::Conv2d one(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 1, 1}), p.bias);  // 1×1: never
+  REQUIRE(!one.enable_winograd());
+}
 
 TEST_CASE("Conv2d == naive reference over many shapes", "[kernels][conv]") {
   const int k = GENERATE(1, 3);

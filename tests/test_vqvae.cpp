@@ -47,7 +47,11 @@ Decoded decode_trace(const mvar::VqvaeDecoder& dec, const mvar::TensorStore& tra
 
 TEST_CASE("tiny VQVAE decoder reproduces img_dec and img_u8 of both traces", "[model][vqvae][fixture]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
-  const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny());
+  // Both convolution forms: the default (Winograd at the 32…256-pixel levels on AVX-512 builds)
+  // and the direct kernel everywhere.
+  const bool winograd = GENERATE(true, false);
+  CAPTURE(winograd);
+  const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny(), mvar::VqvaeDecoder::Options{winograd});
   REQUIRE(dec.image_side(16) == 256);
   for (const char* name : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
     SECTION(name) {
@@ -71,6 +75,24 @@ TEST_CASE("tiny VQVAE decoder reproduces img_dec and img_u8 of both traces", "[m
       REQUIRE(double(off) <= kU8MaxOffFraction * double(want_u8.size()));
     }
   }
+}
+
+TEST_CASE("VQVAE decoder: the Winograd form really runs and stays close to the direct one", "[model][vqvae][winograd]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  const mvar::VqvaeDecoder wino(vae, mvar::VaeConfig::tiny()), direct(vae, mvar::VaeConfig::tiny(), {false});
+  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
+  const auto a = decode_trace(wino, trace, 2), b = decode_trace(direct, trace, 2);
+  double m = 0;
+  for (std::size_t i = 0; i < a.img.size(); ++i) m = std::max(m, std::abs(double(a.img[i]) - b.img[i]));
+  CAPTURE(m);
+  REQUIRE(m <= kImgTol);  // both are float32 orderings of the same sums
+#if defined(MVAR_HAS_WINOGRAD)
+  REQUIRE(wino.conv_bytes() > direct.conv_bytes());
+  REQUIRE(m > 0);  // different summation: the Winograd path was taken
+#else
+  REQUIRE(wino.conv_bytes() == direct.conv_bytes());
+  REQUIRE(m == 0);
+#endif
 }
 
 TEST_CASE("VQVAE decode gives identical bits for 1 and 3 threads", "[model][vqvae]") {

@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstring>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -37,6 +38,7 @@
 #include "mvar/core/error.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
+#include "mvar/kernels/winograd.hpp"
 
 namespace mvar {
 
@@ -175,6 +177,44 @@ class Conv2d {
     std::copy(bias.begin(), bias.end(), bias_.begin());
   }
 
+  /// Also prepares the Winograd F(2×2, 3×3) form of a 3×3 layer (winograd.hpp): forward() then
+  /// takes it for every image shape it supports (H even, W a multiple of 32) and the direct
+  /// kernel otherwise. Costs 16/9 of the direct weights' memory. Returns whether the build has it
+  /// (AVX-512 only); a no-op for 1×1 layers and non-AVX-512 builds.
+  bool enable_winograd() {
+#if defined(MVAR_HAS_WINOGRAD)
+    if (k_ != 3) return false;
+    constexpr int MR = detail::kConvMR;
+    static_assert(MR == detail::Wino::MR, "Winograd and direct kernels share the 8-channel blocks");
+    const index blocks = (co_ + MR - 1) / MR;
+    wino_ = Buffer<float>(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // zeroed: pad rows
+    for (index b = 0; b < blocks; ++b)
+      for (index c = 0; c < ci_; ++c)
+        for (index m = 0; m < MR && b * MR + m < co_; ++m) {
+          float g[9];
+          for (index t = 0; t < 9; ++t) g[t] = packed_[static_cast<std::size_t>(((b * ci_ + c) * 9 + t) * MR + m)];
+          double u[16];
+          detail::winograd_filter(g, u);
+          for (int xi = 0; xi < 16; ++xi)
+            wino_[static_cast<std::size_t>(((xi * blocks + b) * ci_ + c) * MR + m)] = static_cast<float>(u[xi]);
+        }
+    return true;
+#else
+    return false;
+#endif
+  }
+  /// Whether forward() on an H × W image runs the Winograd form.
+  bool uses_winograd(index height, index width) const {
+#if defined(MVAR_HAS_WINOGRAD)
+    return !wino_.empty() && detail::winograd_shape_ok(height, width);
+#else
+    (void)height, (void)width;
+    return false;
+#endif
+  }
+  /// Bytes of packed weights held (direct form, plus the Winograd form if enabled) and bias.
+  std::size_t bytes() const { return packed_.bytes() + wino_.bytes() + bias_.size() * sizeof(float); }
+
   index out_channels() const { return co_; }
   index in_channels() const { return ci_; }
   index kernel_size() const { return k_; }
@@ -196,6 +236,25 @@ class Conv2d {
     MVAR_ASSERT(!residual.data() || (residual.extent(0) == co_ && residual.extent(1) == H &&
                                      residual.extent(2) == W && residual.stride(2) == 1));
     // Flat positions from the first to one past the last interior pixel (rows 1..H).
+#if defined(MVAR_HAS_WINOGRAD)
+    if constexpr (std::is_same_v<V, xsimd::batch<float>>) {
+      if (uses_winograd(H, W)) {
+        detail::WinogradIo io;
+        io.in = in.data();
+        io.in_plane = ps;
+        io.out = out.data();
+        io.out_plane = out.stride(0);
+        io.out_row = out.stride(1);
+        if (residual.data()) {
+          io.res = residual.data();
+          io.res_plane = residual.stride(0);
+          io.res_row = residual.stride(1);
+        }
+        detail::winograd_conv3x3(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
+        return;
+      }
+    }
+#endif
     const index q_begin = Wp + 1, q_end = (H + 1) * Wp - 1;
     const index tiles = (q_end - q_begin + NR - 1) / NR;
     const index tiles_per_task = std::max<index>(1, 384 / NR);  // ~384 positions per task
@@ -250,6 +309,7 @@ class Conv2d {
 
   index co_ = 0, ci_ = 0, k_ = 0;
   Buffer<float> packed_;  // [ceil(co/8)][ci][k·k][8]
+  Buffer<float> wino_;    // empty, or [16][ceil(co/8)][ci][8]: U_ξ = G g Gᵀ (enable_winograd)
   std::vector<float> bias_;
 };
 

@@ -1,0 +1,181 @@
+// mvar/kernels/winograd.hpp — 3×3 convolution (stride 1, zero padding 1) by Winograd's minimal
+// filtering F(2×2, 3×3): each 2×2 block of outputs ("tile") costs 16 multiply-adds per input
+// channel instead of 36, so the decoder's large 3×3 convolutions need 2.25× fewer FLOPs.
+//
+// For an output tile at (2·ty, 2·tx), d is the 4×4 input patch at padded rows 2ty…2ty+3 and padded
+// columns 2tx…2tx+3 (PaddedImage coordinates: the border is the zero padding), g the 3×3 filter:
+//   Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A,
+//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
+//   Aᵀ = [1 1 1 0; 0 1 −1 −1].
+// The 16 products ξ = 4i + j are 16 independent GEMMs over the input channels: M_ξ[o, t] =
+// Σ_c U_ξ[o, c] · V_ξ[c, t], with U = G g Gᵀ transformed once (in double, at construction) and
+// V = Bᵀ d B per call. They run on the packed GEMM's micro-kernel (gemm_packed.hpp) with 8 output
+// channels broadcast (MR = 8) and 48 tiles in three zmm (NR = 48), 24 accumulators.
+//
+// Work unit: a panel of 48 consecutive tiles (tile t = ty·(W/2) + tx), i.e. three groups of 16
+// tiles, each inside one tile row because W/2 is a multiple of 16. Per panel: input transform of
+// all channels (16 tiles per vector: even/odd columns split with vpermt2ps), 16 GEMMs, output
+// transform (+ bias, + residual) written straight to the output rows. Panels are independent, so
+// each output element is written by one task in a fixed order — identical bits for any thread
+// count. The transforms reassociate the sums, so results differ from the direct convolution by a
+// few float32 roundings (about 1e-6 relative to Σ|w·x|; tests/test_conv.cpp bounds it).
+//
+// AVX-512 only (MVAR_HAS_WINOGRAD); other builds use the direct convolution of conv.hpp. Shapes:
+// H even and W a multiple of 32 (the decoder's 32…256-pixel levels); others go direct.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#include <xsimd/xsimd.hpp>
+
+#include "mvar/core/buffer.hpp"
+#include "mvar/core/parallel.hpp"
+#include "mvar/kernels/gemm_packed.hpp"
+
+#define MVAR_HAS_WINOGRAD 1
+
+namespace mvar::detail {
+
+struct Wino {
+  static constexpr int MR = 8;                // output channels per micro-tile
+  static constexpr int NV = 3;                // zmm vectors of tiles per micro-tile
+  static constexpr int NR = 48;               // tiles per panel
+  static constexpr std::ptrdiff_t KC = 128;   // input channels per k block (V block 24 KiB, in L1)
+};
+
+/// True when winograd_conv3x3 handles an H × W image.
+inline bool winograd_shape_ok(std::ptrdiff_t H, std::ptrdiff_t W) { return H >= 2 && H % 2 == 0 && W >= 32 && W % 32 == 0; }
+
+/// U = G g Gᵀ (4 × 4, row-major, ξ = 4i + j) of one 3×3 filter g (row-major), in double.
+inline void winograd_filter(const float* g, double u[16]) {
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  double t[4][3];  // G g
+  for (int i = 0; i < 4; ++i)
+    for (int b = 0; b < 3; ++b) t[i][b] = G[i][0] * g[0 * 3 + b] + G[i][1] * g[1 * 3 + b] + G[i][2] * g[2 * 3 + b];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) u[4 * i + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+}
+
+/// V_ξ for 16 consecutive tiles of one channel: base points at padded (row 2ty, column 2tx0), Wp
+/// is the padded row stride; v[ξ·ldv + 0…15] receives the 16 tiles' ξ-th value. Reads padded
+/// columns 2tx0 … 2tx0 + 33 of four rows.
+inline void winograd_input16(const float* base, std::ptrdiff_t Wp, float* v, std::ptrdiff_t ldv) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  __m512 d[4][4];  // d[r][j] = (d_r · B)_j for the 16 tiles
+  for (int r = 0; r < 4; ++r) {
+    const float* p = base + r * Wp;
+    const __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);
+    const __m512 b0 = _mm512_loadu_ps(p + 2), b1 = _mm512_loadu_ps(p + 18);
+    const __m512 c0 = _mm512_permutex2var_ps(a0, even, a1), c1 = _mm512_permutex2var_ps(a0, odd, a1);
+    const __m512 c2 = _mm512_permutex2var_ps(b0, even, b1), c3 = _mm512_permutex2var_ps(b0, odd, b1);
+    d[r][0] = _mm512_sub_ps(c0, c2);
+    d[r][1] = _mm512_add_ps(c1, c2);
+    d[r][2] = _mm512_sub_ps(c2, c1);
+    d[r][3] = _mm512_sub_ps(c1, c3);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm512_storeu_ps(v + (0 + j) * ldv, _mm512_sub_ps(d[0][j], d[2][j]));
+    _mm512_storeu_ps(v + (4 + j) * ldv, _mm512_add_ps(d[1][j], d[2][j]));
+    _mm512_storeu_ps(v + (8 + j) * ldv, _mm512_sub_ps(d[2][j], d[1][j]));
+    _mm512_storeu_ps(v + (12 + j) * ldv, _mm512_sub_ps(d[1][j], d[3][j]));
+  }
+}
+
+/// Output transform of 16 tiles of one output channel: m[ξ·ldm + 0…15] → the 2 × 32 outputs at
+/// rows y0, y0 + 1 (pointers o0, o1; columns 2tx0 …), + bias, + residual rows r0, r1 if non-null
+/// (added as residual + (conv + bias), the direct kernel's order).
+inline void winograd_output16(const float* m, std::ptrdiff_t ldm, float bias, float* o0, float* o1, const float* r0,
+                              const float* r1) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512 t[2][4];  // Aᵀ M
+  for (int j = 0; j < 4; ++j) {
+    const __m512 m0 = _mm512_loadu_ps(m + (0 + j) * ldm), m1 = _mm512_loadu_ps(m + (4 + j) * ldm);
+    const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ldm), m3 = _mm512_loadu_ps(m + (12 + j) * ldm);
+    t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+    t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+  }
+  const __m512 b = _mm512_set1_ps(bias);
+  for (int i = 0; i < 2; ++i) {
+    const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), b);
+    const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), b);
+    __m512 a = _mm512_permutex2var_ps(y0, lo, y1), c = _mm512_permutex2var_ps(y0, hi, y1);
+    const float* r = i == 0 ? r0 : r1;
+    if (r) {
+      a = _mm512_add_ps(_mm512_loadu_ps(r), a);
+      c = _mm512_add_ps(_mm512_loadu_ps(r + 16), c);
+    }
+    float* o = i == 0 ? o0 : o1;
+    _mm512_storeu_ps(o, a);
+    _mm512_storeu_ps(o + 16, c);
+  }
+}
+
+/// Where a Winograd convolution reads and writes (all strides in floats, unit innermost stride).
+struct WinogradIo {
+  const float* in = nullptr;  // padded planes: row stride W + 2, plane stride in_plane
+  std::ptrdiff_t in_plane = 0;
+  float* out = nullptr;  // [co, H, W]
+  std::ptrdiff_t out_plane = 0, out_row = 0;
+  const float* res = nullptr;  // [co, H, W] or null
+  std::ptrdiff_t res_plane = 0, res_row = 0;
+};
+
+/// out = conv3×3(in) + bias (+ residual) for H even, W % 32 == 0 (winograd_shape_ok). u: the
+/// transformed filters, [16][⌈co/8⌉][ci][8] (zero rows past co).
+inline void winograd_conv3x3(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t ci, std::ptrdiff_t co,
+                             std::ptrdiff_t H, std::ptrdiff_t W, const float* u, const float* bias) {
+  using Arch = xsimd::default_arch;
+  constexpr int MR = Wino::MR, NV = Wino::NV, NR = Wino::NR;
+  static_assert(NR == NV * int(xsimd::batch<float, Arch>::size), "Winograd panel = three AVX-512 vectors");
+  const std::ptrdiff_t Wp = W + 2, tiles_x = W / 2, tiles = (H / 2) * tiles_x;
+  const std::ptrdiff_t panels = (tiles + NR - 1) / NR, blocks = (co + MR - 1) / MR, co_pad = blocks * MR;
+  parallel_for(pool, panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
+    thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
+    const std::size_t vn = std::size_t(16 * ci * NR), mn = std::size_t(16 * co_pad * NR);
+    if (vbuf.size() < vn) vbuf = Buffer<float>(vn);
+    if (mbuf.size() < mn) mbuf = Buffer<float>(mn);
+    float* V = vbuf.data();  // [16][ci][48]
+    float* M = mbuf.data();  // [16][co_pad][48]
+    for (std::ptrdiff_t q = q0; q < q1; ++q) {
+      const std::ptrdiff_t t0 = q * NR;
+      const int groups = int(std::min<std::ptrdiff_t>(3, (tiles - t0) / 16));  // tiles % 16 == 0
+      for (int g = 0; g < 3; ++g) {
+        if (g < groups) {
+          const std::ptrdiff_t ty = (t0 + 16 * g) / tiles_x, tx0 = (t0 + 16 * g) % tiles_x;
+          const float* base = io.in + 2 * ty * Wp + 2 * tx0;
+          for (std::ptrdiff_t c = 0; c < ci; ++c) winograd_input16(base + c * io.in_plane, Wp, V + c * NR + 16 * g, ci * NR);
+        } else {
+          for (int xi = 0; xi < 16; ++xi)
+            for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
+        }
+      }
+      for (int xi = 0; xi < 16; ++xi)
+        for (std::ptrdiff_t k0 = 0; k0 < ci; k0 += Wino::KC) {
+          const std::ptrdiff_t kc = std::min(Wino::KC, ci - k0);
+          const float* b = V + (xi * ci + k0) * NR;
+          for (std::ptrdiff_t bl = 0; bl < blocks; ++bl)
+            gemm_micro<Arch, MR, MR, NV, false>(kc, u + ((xi * blocks + bl) * ci + k0) * MR, b,
+                                                M + (xi * co_pad + bl * MR) * NR, NR, k0 > 0, nullptr);
+        }
+      for (std::ptrdiff_t o = 0; o < co; ++o)
+        for (int g = 0; g < groups; ++g) {
+          const std::ptrdiff_t ty = (t0 + 16 * g) / tiles_x, tx0 = (t0 + 16 * g) % tiles_x;
+          const std::ptrdiff_t y = 2 * ty, x = 2 * tx0;
+          float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
+          const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
+          winograd_output16(M + o * NR + 16 * g, co_pad * NR, bias[o], o0, o0 + io.out_row, r0,
+                            r0 ? r0 + io.res_row : nullptr);
+        }
+    }
+  });
+}
+
+}  // namespace mvar::detail
+
+#endif  // __AVX512F__
