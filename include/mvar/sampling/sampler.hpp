@@ -173,6 +173,11 @@ class Sampler {
           tok[std::size_t(r)] = sample_categorical(row, rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t)));
         }
       });
+      // −1: a row without a finite maximum or with a NaN (top_k_top_p.hpp); refuse, never draw token 0.
+      for (std::size_t r = 0; r < tok.size(); ++r)
+        if (tok[r] < 0)
+          throw Error(concat("sample: non-finite logits at scale ", s, " (image ", r / std::size_t(n), ", position ",
+                             r % std::size_t(n), ") — the weights contain NaN/Inf?"));
       if (o.force_tokens) o.force_tokens(s, tok);
       for (std::int32_t t : tok)
         if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));
