@@ -1,13 +1,15 @@
 // examples/cli_args.hpp — a small, strict command-line parser for the examples: every option is
-// declared with its help text; unknown options, missing values and malformed numbers are errors
-// that name the option.
+// declared with its help text; unknown options, missing values, malformed numbers and integers
+// beyond the option's type are errors that name the option (never silently truncated).
 #pragma once
 
 #include <charconv>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "mvar/core/error.hpp"
@@ -60,13 +62,11 @@ class Args {
     auto it = values_.find(k);
     return it == values_.end() ? def : it->second;
   }
-  long long integer(const std::string& k, long long def) const {
-    if (!has(k)) return def;
-    const std::string s = str(k);
-    long long v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size()) throw UsageError(concat("option '--", k, "': '", s, "' is not an integer"));
-    return v;
+  /// The value of option k as a T (def when absent). A value outside T's range is a UsageError
+  /// naming the option and the range (`--threads 4294967297` is refused, not 1 thread).
+  template <class T>
+  T integer(const std::string& k, std::type_identity_t<T> def) const {
+    return has(k) ? parse_integer<T>(k, str(k)) : def;
   }
   double number(const std::string& k, double def) const {
     if (!has(k)) return def;
@@ -88,12 +88,7 @@ class Args {
     std::size_t b = 0;
     while (b <= s.size()) {
       const auto e = std::min(s.find(',', b), s.size());
-      const std::string item = s.substr(b, e - b);
-      int v = 0;
-      auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
-      if (item.empty() || ec != std::errc() || p != item.data() + item.size())
-        throw UsageError(concat("option '--", k, "': '", item, "' is not an integer"));
-      out.push_back(v);
+      out.push_back(parse_integer<int>(k, s.substr(b, e - b)));
       b = e + 1;
     }
     return out;
@@ -111,6 +106,32 @@ class Args {
   }
 
  private:
+  /// Parses all of s as a T: "not an integer" for anything else, "out of range" (with T's range)
+  /// for an integer T cannot hold, negative numbers for unsigned T included.
+  template <class T>
+  static T parse_integer(const std::string& k, const std::string& s) {
+    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>);
+    auto out_of_range = [&] {
+      return UsageError(concat("option '--", k, "': '", s, "' is out of range [", +std::numeric_limits<T>::min(), ", ",
+                               +std::numeric_limits<T>::max(), "]"));
+    };
+    const char* b = s.data();
+    const char* e = b + s.size();
+    if constexpr (std::is_unsigned_v<T>) {
+      if (s.size() > 1 && s[0] == '-') {  // from_chars rejects the sign: tell "negative" from "not a number"
+        std::uintmax_t mag = 0;
+        auto [p, ec] = std::from_chars(b + 1, e, mag);
+        if (p == e && ec == std::errc() && mag == 0) return T(0);
+        if (p == e && (ec == std::errc() || ec == std::errc::result_out_of_range)) throw out_of_range();
+      }
+    }
+    T v{};
+    auto [p, ec] = std::from_chars(b, e, v);
+    if (!s.empty() && p == e && ec == std::errc::result_out_of_range) throw out_of_range();
+    if (s.empty() || ec != std::errc() || p != e) throw UsageError(concat("option '--", k, "': '", s, "' is not an integer"));
+    return v;
+  }
+
   const OptionSpec* find(const std::string& k) const {
     for (const auto& s : specs_)
       if (s.name == k) return &s;

@@ -82,18 +82,18 @@ int main(int argc, char** argv) {
     req.vae = args.str("vae");
     req.model = args.str("model", "auto");
     if (args.has("class")) req.labels = args.int_list("class");
-    req.batch = int(args.integer("batch", 0));
+    req.batch = args.integer<int>("batch", 0);
     if (args.has("batch") && req.batch < 1) throw cli::UsageError(concat("--batch must be ≥ 1, got ", req.batch));
-    req.seed = std::uint64_t(args.integer("seed", 0));
+    req.seed = args.integer<std::uint64_t>("seed", 0);
     if (args.has("cfg")) req.cfg = float(args.number("cfg", 0));
-    if (args.has("top-k")) req.top_k = int(args.integer("top-k", 0));
+    if (args.has("top-k")) req.top_k = args.integer<int>("top-k", 0);
     if (args.has("top-p")) req.top_p = float(args.number("top-p", 0));
-    req.threads = int(args.integer("threads", std::max(1u, std::thread::hardware_concurrency())));
+    req.threads = args.integer<int>("threads", int(std::max(1u, std::thread::hardware_concurrency())));
     if (req.threads < 1) throw cli::UsageError(concat("--threads must be ≥ 1, got ", req.threads));
     req.output = args.str("output", "mvar_out.png");
     req.separate = args.has("separate");
-    if (args.has("columns")) req.columns = int(args.integer("columns", 0));
-    if (args.has("upscale")) req.upscale = int(args.integer("upscale", 1));
+    if (args.has("columns")) req.columns = args.integer<int>("columns", 0);
+    if (args.has("upscale")) req.upscale = args.integer<int>("upscale", 1);
     if (req.columns && *req.columns < 0) throw cli::UsageError(concat("--columns must be ≥ 0, got ", *req.columns));
     if (req.upscale && (*req.upscale < 1 || *req.upscale > 16))
       throw cli::UsageError(concat("--upscale must be in [1, 16], got ", *req.upscale));

@@ -67,6 +67,12 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
                               Trajectory& traj, const RunRequest& req, const std::vector<int>& labels,
                               const SampleOptions& opts, std::size_t weight_bytes) {
   constexpr ModelConfig Cfg = Model::config;
+  const int P = Cfg.patch_nums.last(), side = decoder.config().image_side(P);
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  {  // The decoded, enlarged and (grid) assembled images: refuse what cannot fit before sampling.
+    const std::string what = concat("the ", labels.size(), " decoded images of ", big, "×", big, " pixels");
+    check_allocation(checked_bytes({labels.size(), std::uint64_t(big), std::uint64_t(big), 3}, 3, what), what);
+  }
   ThreadPool pool(req.threads);
   RunResult r;
   r.images = int(labels.size());
@@ -78,7 +84,6 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   r.kv_bytes = g.kv_bytes;
 
   const auto t0 = std::chrono::steady_clock::now();
-  const int P = Cfg.patch_nums.last(), side = decoder.config().image_side(P);
   Workspace ws(decoder.workspace_bytes(P));
   Buffer<float> img(std::size_t(3) * side * side);
   std::vector<std::uint8_t> rgb(std::size_t(labels.size()) * side * side * 3);
@@ -91,7 +96,6 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.workspace_high_water += ws.high_water();
   // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
-  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
   std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
   for (std::size_t b = 0; b < labels.size(); ++b)
     for (int y = 0; y < big; ++y)
@@ -117,13 +121,16 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;
-  if (labels.empty()) {
-    if (batch == 0) batch = default_batch;
-    for (int i = 0; i < batch; ++i) labels.push_back(i % Cfg.num_classes);
-  } else if (labels.size() == 1 && batch > 1) {
-    labels.assign(std::size_t(batch), labels[0]);
-  } else if (batch != 0 && std::size_t(batch) != labels.size()) {
+  if (labels.empty() && batch == 0) batch = default_batch;
+  const bool repeat = labels.empty() || (labels.size() == 1 && batch > 1);  // labels from --batch
+  if (!repeat && batch != 0 && std::size_t(batch) != labels.size())
     throw cli::UsageError(concat("--batch ", batch, " disagrees with the ", labels.size(), " labels given to --class"));
+  // A batch the machine cannot hold is refused before anything of its size exists (labels included).
+  Sampler<Transformer<Cfg>, ScaleMarkov>::check_memory(repeat ? batch : int(labels.size()));
+  if (labels.empty()) {
+    for (int i = 0; i < batch; ++i) labels.push_back(i % Cfg.num_classes);
+  } else if (repeat) {
+    labels.assign(std::size_t(batch), labels[0]);
   }
   for (int l : labels)
     if (l < 0 || l >= Cfg.num_classes)

@@ -5,6 +5,7 @@
 #include <png.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <random>
@@ -113,4 +114,58 @@ TEST_CASE("write_png failures name the path and leave nothing behind", "[io][png
   // Wrong byte count.
   REQUIRE_THROWS_WITH(mvar::write_png((dir.path / "y.png").string(), rgb, 5, 4), Catch::Contains("y.png"));
   REQUIRE(dir.entries() == std::vector<std::string>{"taken"});
+}
+
+TEST_CASE("write_png_batch numbered: all images or none (F9)", "[io][png][reliability]") {
+  TempDir dir;
+  const int w = 4, h = 3, n = 3;
+  const auto imgs = random_bytes(std::size_t(n * w * h * 3), 4);
+  const std::string path = (dir.path / "x.png").string();
+  SECTION("a directory in the way of image 1: nothing is written, the temporaries are removed") {
+    fs::create_directories(dir.path / "x_001.png");
+    try {
+      mvar::write_png_batch(path, imgs, n, w, h, mvar::PngBatch::Numbered);
+      FAIL("the batch was written");
+    } catch (const mvar::Error& e) {
+      REQUIRE_THAT(e.what(), Catch::Contains("x_001.png") && Catch::Contains("nothing was written") &&
+                                 Catch::Contains("3 images"));
+    }
+    REQUIRE(dir.entries() == std::vector<std::string>{"x_001.png"});
+    REQUIRE(fs::is_empty(dir.path / "x_001.png"));
+  }
+  SECTION("a failed batch leaves the files of an earlier batch untouched") {
+    const auto old = random_bytes(std::size_t(w * h * 3), 5);
+    mvar::write_png((dir.path / "x_000.png").string(), old, w, h);
+    fs::create_directories(dir.path / "x_002.png");
+    REQUIRE_THROWS_WITH(mvar::write_png_batch(path, imgs, n, w, h, mvar::PngBatch::Numbered),
+                        Catch::Contains("x_002.png") && Catch::Contains("nothing was written"));
+    auto entries = dir.entries();
+    std::sort(entries.begin(), entries.end());
+    REQUIRE(entries == std::vector<std::string>{"x_000.png", "x_002.png"});
+    REQUIRE(read_png((dir.path / "x_000.png").string()).rgb == old);
+  }
+  SECTION("an unwritable folder: the first image fails, nothing is left") {
+    const std::string missing = (dir.path / "no_dir" / "x.png").string();
+    REQUIRE_THROWS_WITH(mvar::write_png_batch(missing, imgs, n, w, h, mvar::PngBatch::Numbered),
+                        Catch::Contains("no_dir/x_000.png") && Catch::Contains("nothing was written"));
+    REQUIRE(dir.entries().empty());
+  }
+  SECTION("control: the whole batch is written, and nothing else") {
+    const auto files = mvar::write_png_batch(path, imgs, n, w, h, mvar::PngBatch::Numbered);
+    REQUIRE(files.size() == 3);
+    auto entries = dir.entries();
+    std::sort(entries.begin(), entries.end());
+    REQUIRE(entries == std::vector<std::string>{"x_000.png", "x_001.png", "x_002.png"});
+  }
+}
+
+TEST_CASE("write_png_batch grid: absurd column counts are refused, not overflowed", "[io][png][reliability]") {
+  TempDir dir;
+  const auto imgs = random_bytes(std::size_t(2 * 4 * 3 * 3), 6);
+  const std::string path = (dir.path / "g.png").string();
+  REQUIRE_THROWS_WITH(mvar::write_png_batch(path, imgs, 2, 4, 3, mvar::PngBatch::Grid, 2147483647),
+                      Catch::Contains("g.png") && Catch::Contains("more than a PNG can hold"));
+  REQUIRE_THROWS_WITH(mvar::write_png_batch(path, imgs, 2, 4, 3, mvar::PngBatch::Grid, 100000000, 1000),
+                      Catch::Contains("g.png") && Catch::Contains("more than a PNG can hold"));
+  REQUIRE(dir.entries().empty());
 }

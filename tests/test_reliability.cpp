@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -123,11 +124,26 @@ TEST_CASE("reliability: truncated and oversized safetensors headers are refused"
   }
   SECTION("declared header length larger than the file (1 GiB)") {
     REQUIRE_THAT(load_error(dir, safetensors_image("{" + kOkEntry + "}", 8, 1ull << 30)),
-                 Catch::Contains("header length 1073741824 exceeds"));
+                 Catch::Contains("header length 1073741824 exceeds the 100 MB limit"));
   }
   SECTION("declared header length 2^64 - 1 (wrap-around)") {
     REQUIRE_THAT(load_error(dir, safetensors_image("{" + kOkEntry + "}", 8, UINT64_MAX - 1)),
-                 Catch::Contains("header length 18446744073709551614 exceeds"));
+                 Catch::Contains("header length 18446744073709551614 exceeds the 100 MB limit"));
+  }
+  SECTION("header length above the 100 MB cap is refused from the length field alone (F10)") {
+    REQUIRE_THAT(load_error(dir, safetensors_image("{" + kOkEntry + "}", 8, 100000001)),
+                 Catch::Contains("w.safetensors") && Catch::Contains("header length 100000001 exceeds the 100 MB limit"));
+    // Exactly 100 MB is within the cap: refused here only because the file is shorter.
+    REQUIRE_THAT(load_error(dir, safetensors_image("{" + kOkEntry + "}", 8, 100000000)),
+                 Catch::Contains("header length 100000000 exceeds the ") && Catch::Contains(" bytes after it"));
+  }
+  SECTION("a file that really holds a header above 100 MB is refused by the cap, not parsed (F10)") {
+    // Sparse: 8 length bytes + '{', then a hole up to 100 MB + 16 bytes; nothing is written to disk.
+    auto f = safetensors_image("{", 0, 100000008);
+    const fs::path p = dir.path / "w.safetensors";
+    write_file(p, f);
+    fs::resize_file(p, 8 + 100000008);
+    REQUIRE_THAT(load_error(p), Catch::Contains("header length 100000008 exceeds the 100 MB limit"));
   }
   SECTION("header length too short to hold a JSON object") {
     REQUIRE_THAT(load_error(dir, safetensors_image("{}", 0, 1)), Catch::Contains("too short for a JSON object"));
@@ -209,6 +225,20 @@ TEST_CASE("reliability: wrong dtypes and shapes in a safetensors header are refu
     REQUIRE_THAT(load_error(dir, safetensors_image(R"({"t":{"dtype":"F32","shape":[65536,65536,65536,65536],"data_offsets":[0,8]}})", 8)),
                  Catch::Contains("shape overflows"));
   }
+  SECTION("a zero extent does not excuse huge other extents (F2)") {
+    REQUIRE_THAT(load_error(dir, safetensors_image(R"({"t":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", 0)),
+                 Catch::Contains("tensor 't'") && Catch::Contains("extent 4611686018427387904 exceeds the limit of 2^40"));
+    // Each extent within 2^40, but their product (the stride of the zero axis) overflows.
+    REQUIRE_THAT(load_error(dir, safetensors_image(R"({"t":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}})", 0)),
+                 Catch::Contains("tensor 't'") && Catch::Contains("shape overflows"));
+    REQUIRE_THAT(load_error(dir, safetensors_image(R"({"t":{"dtype":"U8","shape":[1099511627777,0],"data_offsets":[0,0]}})", 0)),
+                 Catch::Contains("extent 1099511627777 exceeds the limit of 2^40"));
+  }
+  SECTION("control: empty tensors with ordinary extents still load (F2)") {
+    REQUIRE(load_error(dir, safetensors_image(R"({"a":{"dtype":"F32","shape":[0,3,5],"data_offsets":[0,0]},)"
+                                              R"("b":{"dtype":"I64","shape":[4096,0],"data_offsets":[0,0]},)"
+                                              R"("c":{"dtype":"U8","shape":[0,1099511627776],"data_offsets":[0,0]}})", 0)) == "<no error>");
+  }
   SECTION("shape not an array") {
     REQUIRE_THAT(load_error(dir, safetensors_image(R"({"t":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", 8)),
                  Catch::Contains("missing or non-array 'shape'"));
@@ -235,6 +265,37 @@ TEST_CASE("reliability: NaN and Inf in weights load unchanged (the reader does n
   REQUIRE(got[1] == std::numeric_limits<float>::infinity());
   REQUIRE(got[2] == -std::numeric_limits<float>::infinity());
   REQUIRE(got[3] == 1.0f);
+}
+
+TEST_CASE("reliability: to_int() refuses float tensors instead of converting NaN/Inf/huge values (F1)",
+          "[reliability][safetensors][nonfinite]") {
+  TempDir dir;
+  const float f32[3] = {std::numeric_limits<float>::quiet_NaN(), 2.76733e+35f, 1.0f};
+  const std::uint16_t f16[2] = {0x7c00, 0x3c00};   // +Inf, 1.0
+  const std::uint16_t bf16[2] = {0x7fc0, 0x3f80};  // NaN, 1.0
+  const std::int32_t i32[2] = {-7, 9};
+  const std::int64_t i64[1] = {std::int64_t(1) << 40};
+  const std::uint8_t u8[2] = {0, 255};
+  const std::string path = (dir.path / "mixed.safetensors").string();
+  mvar::save_safetensors(path, {mvar::tensor_to_write<float>("w", mvar::DType::F32, {3}, std::span<const float>(f32)),
+                                mvar::tensor_to_write<std::uint16_t>("h", mvar::DType::F16, {2}, std::span<const std::uint16_t>(f16)),
+                                mvar::tensor_to_write<std::uint16_t>("b", mvar::DType::BF16, {2}, std::span<const std::uint16_t>(bf16)),
+                                mvar::tensor_to_write<std::int32_t>("labels", mvar::DType::I32, {2}, std::span<const std::int32_t>(i32)),
+                                mvar::tensor_to_write<std::int64_t>("lvl", mvar::DType::I64, {1}, std::span<const std::int64_t>(i64)),
+                                mvar::tensor_to_write<std::uint8_t>("img", mvar::DType::U8, {2}, std::span<const std::uint8_t>(u8))});
+  const auto st = mvar::load_safetensors(path);
+  REQUIRE_THROWS_AS(st.at("w").to_int(), mvar::Error);
+  REQUIRE_THROWS_WITH(st.at("w").to_int(), Catch::Contains("tensor 'w'") && Catch::Contains("dtype F32") &&
+                                                Catch::Contains("I32, I64, U8"));
+  REQUIRE_THROWS_WITH(st.at("h").to_int(), Catch::Contains("tensor 'h'") && Catch::Contains("dtype F16"));
+  REQUIRE_THROWS_WITH(st.at("b").to_int(), Catch::Contains("tensor 'b'") && Catch::Contains("dtype BF16"));
+  // Integer tensors convert exactly; float tensors are still read with to_float().
+  REQUIRE(st.at("labels").to_int() == std::vector<std::int64_t>{-7, 9});
+  REQUIRE(st.at("lvl").to_int() == std::vector<std::int64_t>{std::int64_t(1) << 40});
+  REQUIRE(st.at("img").to_int() == std::vector<std::int64_t>{0, 255});
+  REQUIRE(st.at("w").to_float()[2] == 1.0f);
+  // The element-wise primitive refuses too (no undefined float → int64 conversion anywhere).
+  REQUIRE_THROWS_WITH(mvar::load_as_int(st.at("w").data, mvar::DType::F32, 0), Catch::Contains("F32"));
 }
 
 TEST_CASE("reliability: a missing tensor is named in the error", "[reliability][safetensors]") {
@@ -360,6 +421,19 @@ TEST_CASE("reliability: check_allocation refuses sizes beyond the machine before
     REQUIRE_THROWS_WITH(mvar::checked_bytes({1ull << 32, 1ull << 32}, 4, "activations"),
                         Catch::Contains("activations: size overflows"));
   }
+}
+
+TEST_CASE("reliability: Buffer refuses sizes that overflow or exceed the machine before allocating (F7)",
+          "[reliability][memory]") {
+  const auto lim = mvar::memory_limits();
+  const std::size_t too_many = std::size_t(lim.physical / sizeof(float)) + (std::size_t(1) << 20);
+  REQUIRE_THROWS_WITH(mvar::Buffer<float>(too_many),
+                      Catch::Contains("buffer of " + std::to_string(too_many) + " × 4 bytes") &&
+                          Catch::Contains("refusing before allocating"));
+  REQUIRE_THROWS_WITH(mvar::Buffer<float>(SIZE_MAX / 2), Catch::Contains("size overflows"));
+  REQUIRE_THROWS_WITH(mvar::Workspace(SIZE_MAX - 8), Catch::Contains("overflows"));
+  mvar::Buffer<float> ok(std::size_t(16) << 20);  // 64 MiB: checked and granted
+  REQUIRE(ok.size() == std::size_t(16) << 20);
 }
 
 // ---- Model weights and conditioning -------------------------------------------------------------
@@ -574,6 +648,108 @@ TEST_CASE("reliability: bad sampling options are refused before any work", "[rel
   }
 }
 
+TEST_CASE("reliability: a batch whose memory exceeds the machine is refused before allocating (F7)",
+          "[reliability][memory][sampler]") {
+  auto& m = fixture_model();
+  mvar::ThreadPool pool(1);
+  SECTION("Sampler: the workspace for the batch is checked, and the message names the batch") {
+    for (int batch : {1 << 24, std::numeric_limits<int>::max()}) {
+      CAPTURE(batch);
+      mvar::ScaleMarkov traj(TinyModel::config);
+      try {
+        mvar::Sampler<TinyModel, mvar::ScaleMarkov> s(m.model, m.quant, traj, pool, batch);
+        FAIL("a sampler for batch " << batch << " was built");
+      } catch (const mvar::Error& e) {
+        REQUIRE_THAT(e.what(), Catch::Contains("sampler workspace for batch " + std::to_string(batch)) &&
+                                   Catch::Contains("refusing before allocating"));
+      }
+    }
+    using MvarSampler = mvar::Sampler<TinyModel, mvar::ScaleMarkov>;
+    REQUIRE_THROWS_WITH(MvarSampler::check_memory(1 << 24),
+                        Catch::Contains("sampler workspace for batch 16777216"));
+  }
+  SECTION("VAR: the K/V cache for the rows is checked") {
+    mvar::FullPrefix traj(TinyModel::config);
+    REQUIRE_THROWS_WITH(traj.begin(1 << 28), Catch::Contains("VAR K/V cache for 268435456 rows") &&
+                                                 Catch::Contains("refusing before allocating"));
+    REQUIRE_NOTHROW(traj.begin(2));  // and still usable afterwards
+  }
+  SECTION("control: ordinary batches are unaffected") {
+    mvar::ScaleMarkov traj(TinyModel::config);
+    using MvarSampler = mvar::Sampler<TinyModel, mvar::ScaleMarkov>;
+    REQUIRE_NOTHROW(MvarSampler(m.model, m.quant, traj, pool, 8));
+  }
+}
+
+namespace {
+
+// The tiny fixture transformer with one tensor's values replaced (kept alive by the returned object).
+struct EditedWeights {
+  std::vector<float> values;
+  mvar::TensorStore store;
+};
+
+template <class Fill>
+std::unique_ptr<EditedWeights> fixture_with(const std::string& name, Fill fill) {
+  auto out = std::make_unique<EditedWeights>();
+  const auto& base = fixture_model().w;
+  const mvar::TensorRef& t = base.at(name);
+  out->values = t.to_float();
+  fill(out->values);
+  mvar::TensorRef edited = t;
+  edited.data = reinterpret_cast<const std::byte*>(out->values.data());
+  out->store = edited_store(base, [&](const mvar::TensorRef& r) { return r.name != name; }, {edited});
+  return out;
+}
+
+template <class Trajectory>
+std::string generate_error(const mvar::TensorStore& weights, const mvar::SampleOptions& o) {
+  try {
+    TinyModel model(weights);
+    mvar::ThreadPool pool(2);
+    Trajectory traj(TinyModel::config);
+    const std::vector<int> labels = {3, 7};
+    mvar::sample(pool, model, fixture_model().quant, traj, labels, o);
+  } catch (const mvar::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+}  // namespace
+
+TEST_CASE("reliability: non-finite logits from NaN/Inf weights are refused, not drawn as token 0 (F5)",
+          "[reliability][sampler][nonfinite]") {
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN(), kInf = std::numeric_limits<float>::infinity();
+  mvar::SampleOptions o;  // cfg 1.5, top_k 900, top_p 0.96
+  o.seed = 5;
+  SECTION("every head weight NaN: all-NaN logits at scale 0") {
+    const auto w = fixture_with("head.weight", [&](std::vector<float>& v) { std::fill(v.begin(), v.end(), kNaN); });
+    for (const auto& msg : {generate_error<mvar::ScaleMarkov>(w->store, o), generate_error<mvar::FullPrefix>(w->store, o)})
+      REQUIRE_THAT(msg, Catch::Contains("sample: non-finite logits at scale 0") && Catch::Contains("the weights contain NaN/Inf?"));
+  }
+  SECTION("one NaN head bias: one NaN logit per row, the rest finite") {
+    const auto w = fixture_with("head.bias", [&](std::vector<float>& v) { v[5] = kNaN; });
+    REQUIRE_THAT(generate_error<mvar::ScaleMarkov>(w->store, o), Catch::Contains("non-finite logits at scale 0"));
+  }
+  SECTION("+Inf head bias: the maximum is infinite") {
+    const auto w = fixture_with("head.bias", [&](std::vector<float>& v) { v[0] = kInf; });
+    REQUIRE_THAT(generate_error<mvar::ScaleMarkov>(w->store, o), Catch::Contains("non-finite logits at scale 0"));
+    auto greedy = o;  // top_k 1, no CFG: the greedy path checks too
+    greedy.top_k = 1;
+    greedy.cfg = 0;
+    REQUIRE_THAT(generate_error<mvar::ScaleMarkov>(w->store, greedy), Catch::Contains("non-finite logits at scale 0"));
+  }
+  SECTION("NaN in a tensor used only from scale 1 on (word_embed): the error names scale 1") {
+    const auto w = fixture_with("word_embed.weight", [&](std::vector<float>& v) { std::fill(v.begin(), v.end(), kNaN); });
+    REQUIRE_THAT(generate_error<mvar::ScaleMarkov>(w->store, o), Catch::Contains("non-finite logits at scale 1"));
+  }
+  SECTION("control: the unedited weights sample") {
+    const auto w = fixture_with("head.bias", [](std::vector<float>&) {});
+    REQUIRE(generate_error<mvar::ScaleMarkov>(w->store, o) == "<no error>");
+  }
+}
+
 TEST_CASE("reliability: the same seed gives bit-identical tokens and f̂ across runs, thread counts and batches",
           "[reliability][determinism][sampler]") {
   mvar::SampleOptions o;  // cfg 1.5, top_k 900, top_p 0.96: the random path, not greedy
@@ -680,6 +856,15 @@ TEST_CASE("reliability: generate refuses bad options with exit code 2 and writes
       {"--seed 1x", "option '--seed': '1x' is not an integer"},
       {"--cfg abc", "option '--cfg': 'abc' is not a number"},
       {"--class 3,,4", "is not an integer"},
+      // Values beyond the option's type are refused, not truncated (--threads 4294967297 was 1).
+      {"--threads 4294967297", "option '--threads': '4294967297' is out of range [-2147483648, 2147483647]"},
+      {"--batch 4294967297", "option '--batch': '4294967297' is out of range"},
+      {"--top-k 2147483648", "option '--top-k': '2147483648' is out of range"},
+      {"--columns 99999999999999999999", "option '--columns': '99999999999999999999' is out of range"},
+      {"--upscale 4294967298", "option '--upscale': '4294967298' is out of range"},
+      {"--seed -1", "option '--seed': '-1' is out of range [0, 18446744073709551615]"},
+      {"--seed 18446744073709551616", "option '--seed': '18446744073709551616' is out of range"},
+      {"--class 3,4294967296", "option '--class': '4294967296' is out of range"},
   };
   for (const auto& row : rows) {
     CAPTURE(row.args);
@@ -713,6 +898,36 @@ TEST_CASE("reliability: generate reports unreadable weights and unwritable outpu
     const auto r = run_generate("--class 3 --output " + (out.path / "no_dir" / "x.png").string());
     REQUIRE(r.code == 1);
     REQUIRE_THAT(r.err, Catch::Contains("no_dir/x.png") && Catch::Contains("cannot write"));
+    REQUIRE(out.listing().empty());
+  }
+  SECTION("--separate: a directory in the way of image 1 leaves no image of the batch behind (F9)") {
+    fs::create_directories(out.path / "x_001.png");
+    const auto r = run_generate("--class 1,2,3 --separate --output " + (out.path / "x.png").string());
+    CAPTURE(r.err);
+    REQUIRE(r.code == 1);
+    REQUIRE_THAT(r.err, Catch::Contains("x_001.png") && Catch::Contains("nothing was written"));
+    REQUIRE(out.listing() == std::vector<std::string>{"x_001.png"});
+    REQUIRE(fs::is_empty(out.path / "x_001.png"));
+  }
+  SECTION("weights with NaN: non-finite logits are a runtime error (exit 1), nothing is written (F5)") {
+    const auto w = fixture_with("head.bias", [](std::vector<float>& v) { v[5] = std::numeric_limits<float>::quiet_NaN(); });
+    std::vector<mvar::TensorToWrite> tensors;
+    for (const auto& t : w->store.tensors())
+      tensors.push_back({t.name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes)});
+    const std::string weights = (out.path / "nan.safetensors").string();
+    mvar::save_safetensors(weights, tensors);
+    const auto r = run_generate("--transformer " + weights + " --vae " + mvar::test::fixture_path("tiny.vae.safetensors") +
+                                " --class 3 --output " + (out.path / "x.png").string());
+    CAPTURE(r.err);
+    REQUIRE(r.code == 1);
+    REQUIRE_THAT(r.err, Catch::Contains("non-finite logits at scale 0") && Catch::Contains("NaN/Inf"));
+    REQUIRE(out.listing() == std::vector<std::string>{"nan.safetensors"});
+  }
+  SECTION("a batch too large for the machine is refused before anything is allocated (F7)") {
+    const auto r = run_generate("--class 3 --batch 1000000000 --output " + (out.path / "x.png").string());
+    CAPTURE(r.err);
+    REQUIRE(r.code == 1);
+    REQUIRE_THAT(r.err, Catch::Contains("batch 1000000000") && Catch::Contains("refusing before allocating"));
     REQUIRE(out.listing().empty());
   }
   SECTION("output path is a directory") {

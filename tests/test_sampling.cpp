@@ -101,3 +101,33 @@ TEST_CASE("counter-based RNG: deterministic, independent streams, uniform", "[sa
   REQUIRE(std::abs(sum / N - 0.5) < 0.005);              // σ of the mean = 0.29/√N ≈ 0.0009
   REQUIRE(std::abs(sum2 / N - 1.0 / 3.0) < 0.005);
 }
+
+TEST_CASE("the draw refuses a row without a finite maximum or with NaN: -1, never a silent token 0 (F5)",
+          "[sampling][nonfinite]") {
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN(), kInf = std::numeric_limits<float>::infinity();
+  const std::vector<std::vector<float>> bad = {
+      {kNaN, kNaN, kNaN, kNaN},     // all NaN (NaN weights)
+      {-kInf, -kInf, -kInf, -kInf}, // nothing finite
+      {1.0f, kInf, 2.0f, 0.0f},     // infinite maximum
+      {1.0f, kNaN, 2.0f, 0.0f},     // one NaN among finite logits
+      {kNaN, -kInf, kInf, 3.0f},
+  };
+  std::vector<float> scratch(4);
+  std::vector<std::int32_t> order(4);
+  for (const auto& row : bad) {
+    for (double u : {0.0, 0.5, 0.999}) REQUIRE(sample_categorical(row, u) == -1);
+    // The masks keep such a row detectable: the sampler masks first and draws second.
+    for (int k : {0, 1, 2}) {
+      for (float p : {1.0f, 0.5f, 0.01f}) {
+        CAPTURE(k, p);
+        auto masked = row;
+        top_k_top_p_mask(masked, k, p, scratch, order);
+        REQUIRE(sample_categorical(masked, 0.3) == -1);
+      }
+    }
+  }
+  // -Inf entries next to finite ones are ordinary masked entries.
+  const std::vector<float> ok = {-kInf, 0.5f, -kInf, 0.25f};
+  REQUIRE(sample_categorical(ok, 0.0) == 1);
+  REQUIRE(sample_categorical(ok, 0.999) == 3);
+}

@@ -23,9 +23,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       MVAR_FUZZ_CHECK(mvar::dtype_size(t.dtype) != 0);
       // Extents are non-negative and their product is the byte count / dtype size.
       std::uint64_t numel = 1;
+      std::uint64_t nonzero = 1;
       for (auto e : t.shape) {
-        MVAR_FUZZ_CHECK(e >= 0);
+        MVAR_FUZZ_CHECK(e >= 0 && std::uint64_t(e) <= mvar::kSafetensorsMaxExtent);
         numel *= std::uint64_t(e);  // cannot wrap: the reader bounds the running product
+        if (e != 0) {
+          MVAR_FUZZ_CHECK(nonzero <= (std::uint64_t(1) << 60) / std::uint64_t(e));  // even beside a 0 extent
+          nonzero *= std::uint64_t(e);
+        }
       }
       MVAR_FUZZ_CHECK(numel * mvar::dtype_size(t.dtype) == t.nbytes);
       MVAR_FUZZ_CHECK(t.nbytes == 0 || (t.data >= begin + 8 && t.data + t.nbytes <= end));
@@ -34,10 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (t.nbytes <= (std::size_t(1) << 16)) {
         volatile float sink = 0.f;
         for (float v : t.to_float()) sink = sink + v;
-        // to_int() is for integer tensors (lvl_1L, labels): on a float tensor it converts with
-        // a cast that is undefined for NaN/Inf/huge values (finding F1 in docs/reliability.md).
-        if (t.dtype == mvar::DType::I32 || t.dtype == mvar::DType::I64 || t.dtype == mvar::DType::U8)
+        // to_int() reads integer tensors (lvl_1L, labels) and refuses float ones with an
+        // mvar::Error: their values may be NaN/Inf/huge (finding F1 in docs/reliability.md).
+        bool refused = false;
+        try {
           for (auto v : t.to_int()) sink = sink + float(v & 1);
+        } catch (const mvar::Error&) {
+          refused = true;
+        }
+        MVAR_FUZZ_CHECK(refused == !mvar::is_integer_dtype(t.dtype));
       }
     }
     (void)st.total_bytes();

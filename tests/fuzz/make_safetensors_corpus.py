@@ -73,6 +73,7 @@ def main(out):
     files["bad_length_past_eof"] = image(ok, bytes(8), declared=1 << 30)
     files["bad_length_wraps"] = image(ok, bytes(8), declared=(1 << 64) - 3)
     files["bad_length_too_short"] = image("{}", declared=1)
+    files["bad_header_over_100mb"] = image(ok, bytes(8), declared=100_000_001)  # F10: the cap, from the length field
     files["bad_not_json"] = image("{not json", bytes(8))
     files["bad_json_array"] = image("[1,2,3]")
     files["bad_json_truncated"] = image('{"t":{"dtype":"F32","sha', pad=False)
@@ -85,7 +86,12 @@ def main(out):
     files["bad_float_extent"] = image({"t": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, bytes(8))
     files["bad_huge_extent"] = image({"t": {"dtype": "F32", "shape": [1 << 63], "data_offsets": [0, 8]}}, bytes(8))
     files["bad_shape_overflow"] = image({"t": {"dtype": "F32", "shape": [1 << 32, 1 << 32], "data_offsets": [0, 8]}}, bytes(8))
-    files["valid_zero_extent_huge_dims"] = image({"t": {"dtype": "F32", "shape": [0, 1 << 62, 1 << 62], "data_offsets": [0, 0]}})
+    # F2: a zero extent does not excuse huge other extents (each ≤ 2^40, their product bounded).
+    files["bad_zero_extent_huge_dims"] = image({"t": {"dtype": "F32", "shape": [0, 1 << 62, 1 << 62], "data_offsets": [0, 0]}})
+    files["bad_zero_extent_product_overflows"] = image({"t": {"dtype": "F32", "shape": [0, 1 << 40, 1 << 40], "data_offsets": [0, 0]}})
+    files["bad_extent_above_2_40"] = image({"t": {"dtype": "U8", "shape": [(1 << 40) + 1, 0], "data_offsets": [0, 0]}})
+    files["valid_zero_extent_small_dims"] = image({"a": {"dtype": "F32", "shape": [0, 3, 5], "data_offsets": [0, 0]},
+                                                   "b": {"dtype": "I64", "shape": [4096, 0], "data_offsets": [0, 0]}})
     files["bad_offsets_past_buffer"] = image({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8))
     files["bad_offsets_near_2_64"] = image({"t": {"dtype": "F32", "shape": [2], "data_offsets": [(1 << 64) - 8, (1 << 64) - 1]}}, bytes(8))
     files["bad_begin_after_end"] = image({"t": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, bytes(8))

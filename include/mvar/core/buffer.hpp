@@ -2,9 +2,16 @@
 // copyable elements, zero-initialised. Large buffers ask the kernel for transparent huge pages
 // (madvise; THP is "madvise only" on many distributions), which keeps TLB misses of weight and
 // activation streams low.
+//
+// Sizes are checked before allocating: n × sizeof(T) may not overflow, and a buffer of 64 MiB or
+// more goes through check_allocation (core/memory_limit.hpp), so a size derived from a file or a
+// user option (--batch) that exceeds the machine fails with a message instead of being zero-filled
+// into an OOM kill. Smaller buffers cannot exceed any real machine's limits and skip the (cheap)
+// system queries; a failed allocation of any size is an mvar::Error as well.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -17,10 +24,13 @@
 #endif
 
 #include "mvar/core/error.hpp"
+#include "mvar/core/memory_limit.hpp"
 
 namespace mvar {
 
 inline constexpr std::size_t kAlignment = 64;
+/// Buffers of at least this many bytes are checked against the machine's memory before allocating.
+inline constexpr std::size_t kCheckedAllocationBytes = std::size_t(64) << 20;
 
 template <class T>
 class Buffer {
@@ -30,7 +40,10 @@ class Buffer {
   Buffer() = default;
   explicit Buffer(std::size_t n) : size_(n) {
     if (n == 0) return;
+    if (n > (SIZE_MAX - (2u << 20)) / sizeof(T))
+      throw Error(concat("mvar: buffer of ", n, " × ", sizeof(T), " bytes: size overflows (more than 2^64 bytes)"));
     const std::size_t bytes = round_up(n * sizeof(T));
+    if (bytes >= kCheckedAllocationBytes) check_allocation(bytes, concat("buffer of ", n, " × ", sizeof(T), " bytes"));
     data_ = static_cast<T*>(std::aligned_alloc(bytes >= (2u << 20) ? (2u << 20) : kAlignment, bytes));
     if (!data_) throw Error(concat("mvar: out of memory allocating ", bytes, " bytes"));
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

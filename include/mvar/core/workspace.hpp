@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/error.hpp"
@@ -16,7 +17,7 @@ namespace mvar {
 class Workspace {
  public:
   Workspace() = default;
-  explicit Workspace(std::size_t bytes) : storage_(round(bytes)) {}
+  explicit Workspace(std::size_t bytes) : storage_(checked_round(bytes)) {}
 
   /// Carves n elements of T (64-byte aligned, uninitialised contents). Throws if the arena,
   /// sized at construction, is too small — a sizing bug, reported with the numbers.
@@ -44,6 +45,11 @@ class Workspace {
   static std::size_t round(std::size_t b) { return (b + kAlignment - 1) / kAlignment * kAlignment; }
 
  private:
+  static std::size_t checked_round(std::size_t b) {
+    if (b > SIZE_MAX - kAlignment) throw Error(concat("mvar: workspace of ", b, " bytes: size overflows"));
+    return round(b);
+  }
+
   Buffer<std::byte> storage_;
   std::size_t used_ = 0;
   std::size_t high_water_ = 0;

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string_view>
 
+#include "mvar/core/error.hpp"
+
 namespace mvar {
 
 enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8 };
@@ -91,13 +93,20 @@ inline float load_as_float(const std::byte* base, DType d, std::size_t i) {
   return 0.f;
 }
 
+/// True for the dtypes that hold integers (I32, I64, U8).
+constexpr bool is_integer_dtype(DType d) { return d == DType::I32 || d == DType::I64 || d == DType::U8; }
+
+/// Reads element i of an integer buffer (I32, I64, U8) as int64. Float dtypes are refused with
+/// mvar::Error: converting a float to int64 is undefined for NaN, ±Inf and |x| ≥ 2^63, values any
+/// file may hold (docs/reliability.md, F1).
 inline std::int64_t load_as_int(const std::byte* base, DType d, std::size_t i) {
   switch (d) {
     case DType::I32: { std::int32_t v; std::memcpy(&v, base + 4 * i, 4); return v; }
     case DType::I64: { std::int64_t v; std::memcpy(&v, base + 8 * i, 8); return v; }
     case DType::U8: return std::int64_t(std::uint8_t(base[i]));
-    default: return std::int64_t(load_as_float(base, d, i));
+    default: break;
   }
+  throw Error(concat("load_as_int: dtype ", dtype_name(d), " is not an integer type (I32, I64, U8 are read as integers)"));
 }
 
 }  // namespace mvar

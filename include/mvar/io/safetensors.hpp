@@ -4,10 +4,11 @@
 // maps tensor names to {"dtype", "shape", "data_offsets": [begin, end)} (offsets relative to the
 // data buffer) plus an optional "__metadata__" object of string pairs.
 //
-// The reader memory-maps the file and trusts nothing: header length within the file, valid JSON
-// object, no duplicate names, known dtype, non-negative shape without overflow, offsets in range,
-// begin ≤ end, byte span == numel × dtype size, no two tensors overlapping. Every failure throws
-// mvar::Error naming the file and, where there is one, the tensor.
+// The reader memory-maps the file and trusts nothing: header length within the file and at most
+// 100 MB, valid JSON object, no duplicate names, known dtype, shape extents in [0, 2^40] whose
+// non-zero product cannot overflow (so no stride or partial product can either, even when another
+// extent is 0), offsets in range, begin ≤ end, byte span == numel × dtype size, no two tensors
+// overlapping. Every failure throws mvar::Error naming the file and, where there is one, the tensor.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +33,13 @@
 
 namespace mvar {
 
+/// Largest JSON header the reader accepts, as in the reference implementation: nlohmann::json
+/// builds a DOM several times the size of its text (docs/reliability.md, F10).
+inline constexpr std::uint64_t kSafetensorsMaxHeader = 100'000'000;
+/// Largest extent of one axis of a tensor: far beyond any real weight, small enough that products
+/// of a few extents stay far from 2^64 (docs/reliability.md, F2).
+inline constexpr std::uint64_t kSafetensorsMaxExtent = std::uint64_t(1) << 40;
+
 namespace detail {
 
 /// Parses and validates a safetensors image held in memory. `source` names it in messages.
@@ -42,6 +50,8 @@ inline std::vector<TensorRef> parse_safetensors(const std::byte* data, std::size
   if (size < 8) throw fail(concat("file is ", size, " bytes, too short for the 8-byte header length"));
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | std::uint64_t(std::to_integer<std::uint8_t>(data[i]));
+  // The cap first: it refuses a hostile length from the 8-byte field alone, whatever the file size.
+  if (n > kSafetensorsMaxHeader) throw fail(concat("header length ", n, " exceeds the 100 MB limit (", kSafetensorsMaxHeader, " bytes)"));
   if (n > size - 8) throw fail(concat("header length ", n, " exceeds the ", size - 8, " bytes after it"));
   if (n < 2) throw fail(concat("header length ", n, " is too short for a JSON object"));
   const char* hdr = reinterpret_cast<const char*>(data + 8);
@@ -91,14 +101,24 @@ inline std::vector<TensorRef> parse_safetensors(const std::byte* data, std::size
     TensorRef t;
     t.name = name;
     t.dtype = *dt;
-    std::uint64_t numel = 1;
+    // The product of the non-zero extents bounds every partial product (strides included), so it
+    // is bounded even when a zero extent makes the element count 0: [0, 2^40, 2^40] is refused.
+    std::uint64_t nonzero = 1;
+    bool empty = false;
     for (const auto& e : v["shape"]) {
       if (!e.is_number_integer() || e.get<std::int64_t>() < 0) throw bad("shape has a negative or non-integer extent");
       const auto x = e.get<std::uint64_t>();
-      if (x != 0 && numel > std::numeric_limits<std::uint64_t>::max() / 16 / x) throw bad("shape overflows");
-      numel *= x;
+      if (x > kSafetensorsMaxExtent) throw bad(concat("shape extent ", x, " exceeds the limit of 2^40 (", kSafetensorsMaxExtent, ")"));
+      if (x == 0) {
+        empty = true;
+      } else {
+        if (nonzero > std::numeric_limits<std::uint64_t>::max() / 16 / x)
+          throw bad("shape overflows (the product of its non-zero extents exceeds 2^60)");
+        nonzero *= x;
+      }
       t.shape.push_back(static_cast<std::int64_t>(x));
     }
+    const std::uint64_t numel = empty ? 0 : nonzero;
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2 ||
         !v["data_offsets"][0].is_number_unsigned() || !v["data_offsets"][1].is_number_unsigned())
       throw bad("'data_offsets' must be two non-negative integers");

@@ -42,7 +42,12 @@ struct TensorRef {
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_as_float(data, dtype, i);
     return out;
   }
+  /// All elements as int64; integer tensors only (I32, I64, U8). A float tensor is refused with
+  /// mvar::Error naming it: its values may be NaN, ±Inf or beyond int64 (read it with to_float()).
   std::vector<std::int64_t> to_int() const {
+    if (!is_integer_dtype(dtype))
+      throw Error(concat("tensor '", name, "' has dtype ", dtype_name(dtype),
+                         ": to_int() reads integer tensors only (I32, I64, U8); use to_float()"));
     std::vector<std::int64_t> out(static_cast<std::size_t>(numel()));
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_as_int(data, dtype, i);
     return out;

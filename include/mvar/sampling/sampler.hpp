@@ -7,7 +7,9 @@
 // folds them into f̂. The only state between steps is f̂ (plus the policy's own — none for MVAR).
 //
 // Memory: one Workspace, sized at construction for `max_batch` images by the largest scale, is
-// reused by every step and every generate() call; nothing is allocated between kernels.
+// reused by every step and every generate() call; nothing is allocated between kernels. Its size
+// grows with max_batch (a user option): check_memory(max_batch) refuses, before anything is
+// allocated, a batch whose workspace overflows or exceeds the machine (core/memory_limit.hpp).
 #pragma once
 
 #include <chrono>
@@ -15,11 +17,13 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <span>
 #include <vector>
 
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/error.hpp"
+#include "mvar/core/memory_limit.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/core/workspace.hpp"
@@ -88,9 +92,25 @@ class Sampler {
  public:
   static constexpr ModelConfig Cfg = Model::config;
 
+  /// Refuses (mvar::Error naming the batch) a max_batch whose workspace would overflow 64 bits or
+  /// exceed this machine's memory, before anything is allocated. The constructor calls it; callers
+  /// that build per-image data first (labels, output buffers) can call it earlier.
+  static void check_memory(int max_batch) {
+    if (max_batch < 1) throw Error(concat("sampler: max_batch must be ≥ 1, got ", max_batch));
+    // Per image, both CFG halves of every per-row buffer: max_batch times this bounds the
+    // workspace sum in the constructor from above (up to a small constant part).
+    const std::ptrdiff_t nmax = Cfg.patch_nums.max_tokens();
+    const std::size_t per_image = Model::conditioning_bytes(2) + Model::workspace_bytes(2 * nmax) +
+                                  Workspace::round(4ul * 2 * nmax * Cfg.width) + Workspace::round(4ul * 2 * nmax * Cfg.vocab);
+    const std::string what = concat("sampler workspace for batch ", max_batch);
+    check_allocation(checked_bytes({std::uint64_t(max_batch), per_image}, 1, what), what);
+    if (max_batch > std::numeric_limits<int>::max() / 2)  // 2·max_batch rows are counted in int
+      throw Error(concat("sampler: max_batch ", max_batch, " exceeds ", std::numeric_limits<int>::max() / 2));
+  }
+
   Sampler(const Model& model, const VectorQuantizer& quant, Trajectory& traj, ThreadPool& pool, int max_batch = 1)
       : model_(model), quant_(quant), traj_(traj), pool_(pool), max_batch_(max_batch) {
-    if (max_batch < 1) throw Error(concat("sampler: max_batch must be ≥ 1, got ", max_batch));
+    check_memory(max_batch);
     if (quant.num_scales() != Cfg.num_scales() || quant.cvae() != Cfg.cvae || quant.vocab() != Cfg.vocab ||
         quant.latent_side() != Cfg.patch_nums.last())
       throw Error(concat("sampler: the VAE (", quant.num_scales(), " scales, codebook ", quant.vocab(), "×", quant.cvae(),
@@ -173,6 +193,11 @@ class Sampler {
           tok[std::size_t(r)] = sample_categorical(row, rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t)));
         }
       });
+      // −1: a row without a finite maximum or with a NaN (top_k_top_p.hpp); refuse, never draw token 0.
+      for (std::size_t r = 0; r < tok.size(); ++r)
+        if (tok[r] < 0)
+          throw Error(concat("sample: non-finite logits at scale ", s, " (image ", r / std::size_t(n), ", position ",
+                             r % std::size_t(n), ") — the weights contain NaN/Inf?"));
       if (o.force_tokens) o.force_tokens(s, tok);
       for (std::int32_t t : tok)
         if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));

@@ -5,6 +5,11 @@
 // c_j; remove every sorted position with c_j ≤ 1 − p except the last (largest). Both in float32
 // like the reference. The draw is one categorical sample from softmax(masked logits) by inverse
 // CDF with one uniform number.
+//
+// Non-finite logits (from NaN/Inf weights) define no distribution. The draw returns −1 for a row
+// that holds a NaN or has no finite maximum (all −inf, or a +inf); the masks never turn such a row
+// into a valid one (NaN and +inf always survive them), so the check costs nothing beyond the draw's
+// own scan for the maximum. The sampler turns −1 into an mvar::Error naming the scale.
 #pragma once
 
 #include <algorithm>
@@ -51,12 +56,19 @@ inline void top_k_top_p_mask(std::span<float> logits, int top_k, float top_p, st
   }
 }
 
-/// Draws index v with probability softmax(logits)[v], using uniform u ∈ [0, 1).
+/// Draws index v with probability softmax(logits)[v], using uniform u ∈ [0, 1). Returns −1 when
+/// the row holds a NaN or has no finite maximum (see the header comment): never a silent token.
 inline std::int32_t sample_categorical(std::span<const float> logits, double u) {
-  float mx = -std::numeric_limits<float>::infinity();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  float mx = -kInf;
   std::size_t arg = 0;
-  for (std::size_t v = 0; v < logits.size(); ++v)
-    if (logits[v] > mx) mx = logits[v], arg = v;
+  bool nan = false;
+  for (std::size_t v = 0; v < logits.size(); ++v) {
+    const float l = logits[v];
+    nan |= l != l;
+    if (l > mx) mx = l, arg = v;
+  }
+  if (nan || !(mx > -kInf && mx < kInf)) return -1;
   double total = 0;
   for (float l : logits) total += std::exp(double(l) - mx);
   const double target = u * total;

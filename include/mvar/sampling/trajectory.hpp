@@ -13,10 +13,14 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "mvar/core/buffer.hpp"
+#include "mvar/core/error.hpp"
+#include "mvar/core/memory_limit.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/kernels/attention.hpp"
 #include "mvar/kernels/neighborhood_attention.hpp"
@@ -58,9 +62,13 @@ class FullPrefix {
   explicit FullPrefix(const ModelConfig& cfg) : cfg_(cfg) {}
 
   /// Allocates (once, or when more rows are needed) the caches: per block K and V of [R, L, C].
+  /// A row count whose caches overflow or exceed the machine is refused before allocating.
   void begin(int rows) {
     const std::size_t need = std::size_t(rows) * cfg_.seq_len() * cfg_.width;
     if (rows_ < rows || cache_.size() != std::size_t(cfg_.depth)) {
+      const std::string what = concat("VAR K/V cache for ", rows, " rows");
+      check_allocation(checked_bytes({std::uint64_t(rows), std::uint64_t(cfg_.seq_len()), std::uint64_t(cfg_.width),
+                                      2, std::uint64_t(cfg_.depth)}, sizeof(float), what), what);
       cache_.clear();
       for (int i = 0; i < cfg_.depth; ++i) cache_.emplace_back(Buffer<float>(need), Buffer<float>(need));
     }
