@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <limits>
+#include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 
 #include "fixtures_path.hpp"
@@ -51,6 +53,42 @@ TEST_CASE("top-k keeps ties at the threshold; greedy keeps the maximum only", "[
   top_k_top_p_mask(g, 1, 1.0f, scratch, order);
   REQUIRE(sample_categorical(g, 0.0) == 1);
   REQUIRE(sample_categorical(g, 0.999999) == 1);
+}
+
+TEST_CASE("top-p orders ties by index and treats -0 as +0, like a stable sort of the values", "[sampling]") {
+  // The definition: sort the finite survivors ascending with a stable sort (ties keep index
+  // order), softmax, running sum, remove positions with c <= 1 - p except the last. Rows drawn
+  // from a few values (many ties, both zeros) must get exactly this mask from the key sort.
+  auto reference = [](std::vector<float> l, float p) {
+    std::vector<std::int32_t> order;
+    for (std::size_t v = 0; v < l.size(); ++v)
+      if (l[v] != -std::numeric_limits<float>::infinity()) order.push_back(std::int32_t(v));
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return l[std::size_t(a)] < l[std::size_t(b)]; });
+    const float mx = l[std::size_t(order.back())];
+    std::vector<float> e(order.size());
+    float sum = 0.f;
+    for (std::size_t j = 0; j < order.size(); ++j) sum += (e[j] = std::exp(l[std::size_t(order[j])] - mx));
+    float c = 0.f;
+    for (std::size_t j = 0; j + 1 < order.size(); ++j) {
+      c += e[j] / sum;
+      if (c <= float(1.0 - double(p))) l[std::size_t(order[j])] = -std::numeric_limits<float>::infinity();
+    }
+    return l;
+  };
+  const float values[] = {-2.f, -0.0f, 0.0f, 0.5f, 1.f, 3.f};
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::size_t V = 1 + rng() % 64;
+    std::vector<float> l(V);
+    for (auto& x : l) x = values[rng() % 6];
+    const float p = 0.05f + 0.9f * float(rng() % 1000) / 1000.f;
+    std::vector<float> got = l, scratch(V);
+    std::vector<std::int32_t> order(V);
+    top_k_top_p_mask(got, 0, p, scratch, order);
+    const auto want = reference(l, p);
+    CAPTURE(trial, V, p);
+    for (std::size_t v = 0; v < V; ++v) REQUIRE(std::isinf(got[v]) == std::isinf(want[v]));
+  }
 }
 
 TEST_CASE("the categorical draw follows softmax(logits)", "[sampling][statistics]") {
