@@ -35,12 +35,18 @@ void report(benchmark::State& st, double flop, int threads) {
   st.counters["threads"] = threads;
 }
 
-// 3×3 conv C → C on a side × side image (args: C, side, threads).
+// 3×3 conv C → C on a side × side image (args: C, side, threads, winograd). "GFLOP/s" counts the
+// direct convolution's FLOPs for both forms, so the Winograd rows read as effective rates.
 void BM_conv3x3(benchmark::State& st) {
   const int C = int(st.range(0)), side = int(st.range(1)), threads = int(st.range(2));
+  const bool winograd = st.range(3) != 0;
   const auto w = randn(std::size_t(C) * C * 9, 1, 1.f / std::sqrt(9.f * C));
   const auto b = randn(std::size_t(C), 2, 0.1f);
-  const mvar::Conv2d conv(mvar::TensorView<const float, 4>(w.data(), {C, C, 3, 3}), b);
+  mvar::Conv2d conv(mvar::TensorView<const float, 4>(w.data(), {C, C, 3, 3}), b);
+  if (winograd && !(conv.enable_winograd() && conv.uses_winograd(side, side))) {
+    st.SkipWithError("no Winograd form for this build or shape");
+    return;
+  }
   mvar::Buffer<float> planes(mvar::PaddedImage::floats(C, side, side)), out(std::size_t(C) * side * side);
   const mvar::PaddedImage in(planes.data(), C, side, side);
   const auto x = randn(std::size_t(C) * side * side, 3, 1.f);
@@ -56,17 +62,20 @@ void BM_conv3x3(benchmark::State& st) {
 // The decoder's 3×3 shapes: mid/level 4 (640 @ 16), level-4 upsample (640 @ 32), level 2 (320 @ 64),
 // level 1 (160 @ 128), level 0 — 70 % of all decoder FLOPs — (160 @ 256).
 // Both cores, wall time:
-BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16, 32}, {kThreads}})->ArgsProduct({{320}, {64}, {kThreads}})
-    ->ArgsProduct({{160}, {128, 256}, {kThreads}})->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+// Both cores, wall time; direct (0) and Winograd (1) where the decoder uses it (sides ≥ 32):
+BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {kThreads}, {0}})->ArgsProduct({{640}, {32}, {kThreads}, {0, 1}})
+    ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1}})
+    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 // One thread, CPU time (the kernel's per-core efficiency, meaningful on a loaded machine):
-BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {1}})->ArgsProduct({{160}, {128}, {1}})
+BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {1}, {0}})->ArgsProduct({{160}, {128}, {1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
+// The whole decoder (args: threads, winograd).
 void BM_decoder_official(benchmark::State& st) {
   const int threads = int(st.range(0));
   const auto cfg = mvar::VaeConfig::official();
   const auto store = mvar::ref::random_vae_store(cfg, 7);
-  const mvar::VqvaeDecoder dec(store, cfg);
+  const mvar::VqvaeDecoder dec(store, cfg, mvar::VqvaeDecoder::Options{st.range(1) != 0});
   const int P = 16, S = dec.image_side(P);
   mvar::ThreadPool pool(threads);
   mvar::Workspace ws(dec.workspace_bytes(P));
@@ -80,9 +89,10 @@ void BM_decoder_official(benchmark::State& st) {
   report(st, dec.flop(P), threads);
   st.counters["GFLOP"] = dec.flop(P) * 1e-9;
   st.counters["workspace_MB"] = double(dec.workspace_bytes(P)) / 1e6;
+  st.counters["conv_weights_MB"] = double(dec.conv_bytes()) / 1e6;
 }
-BENCHMARK(BM_decoder_official)->Arg(kThreads)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
-BENCHMARK(BM_decoder_official)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(1);  // CPU time, one core
+BENCHMARK(BM_decoder_official)->Args({kThreads, 1})->Args({kThreads, 0})->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_decoder_official)->Args({1, 1})->Args({1, 0})->Unit(benchmark::kMillisecond)->Iterations(1);  // CPU time, one core
 
 }  // namespace
 

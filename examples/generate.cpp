@@ -41,6 +41,7 @@ cli::Args make_args() {
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
       {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation)", "packed"},
+      {"conv", "ALGO", "decoder 3×3 convolutions at ≥ 32 px: winograd (F(2×2,3×3), 1.7× faster decoder on AVX-512, +57 % decoder weight memory) or direct", "winograd"},
       {"threads", "N", "worker threads (≥ 1)", "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
       {"separate", "", "write one PNG per image instead of one grid", ""},
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
     req.weights = args.str("weights", "packed");
     if (req.weights != "inplace" && req.weights != "packed" && req.weights != "bf16")
       throw cli::UsageError(concat("--weights must be 'inplace', 'packed' or 'bf16', got '", req.weights, "'"));
+    const std::string conv = args.str("conv", "winograd");
+    if (conv != "winograd" && conv != "direct")
+      throw cli::UsageError(concat("--conv must be 'winograd' or 'direct', got '", conv, "'"));
+    req.winograd = conv == "winograd";
     req.transformer = args.str("transformer");
     req.vae = args.str("vae");
     req.model = args.str("model", "auto");

@@ -30,6 +30,7 @@ namespace mvar {
 
 struct RunRequest {
   std::string transformer, vae, model = "auto", mode = "mvar", output = "mvar_out.png", weights = "packed";
+  bool winograd = true;  // decoder: Winograd form of the large 3×3 convolutions
   std::vector<int> labels;
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
@@ -117,7 +118,7 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   std::vector<int> pn;
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
   const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
-  const VqvaeDecoder decoder(tv, vcfg);
+  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd});
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;
@@ -147,9 +148,9 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
     throw cli::UsageError(e.what());
   }
   if (!req.quiet) {
-    std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s)\n",
+    std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s), %s decoder convolutions\n",
                 req.model.c_str(), layout_name(model.layout()), req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
-                static_cast<unsigned long long>(o.seed), req.threads);
+                static_cast<unsigned long long>(o.seed), req.threads, req.winograd ? "winograd" : "direct");
     o.on_scale = [](const ScaleReport& s) {
       std::printf("[generate] scale %2d/%d  %3d×%-3d  %8.3f s\n", s.scale + 1, s.scales, s.side, s.side, s.seconds);
       std::fflush(stdout);
