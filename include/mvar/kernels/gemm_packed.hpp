@@ -138,54 +138,44 @@ inline void gemm_micro_rows(int rows, std::ptrdiff_t kc, const float* a, const f
     gemm_micro<Arch, MR, Rows, NV, false>(kc, a, b, c, ldc, load_c, bias);
 }
 
-/// Packs rows of x (row stride ldx, M rows in all) into MR-row micro-panels [i0, i1), columns
-/// [k0, k0 + kc): panel i goes to dst + (i − i0)·kc·MR, zero-padded past row M. k is blocked by 64
-/// so the destination block (64·MR floats) stays in L1 while the MR source rows are read (writing
-/// column by column over the whole panel would evict each line MR times).
-template <class Arch>
-inline void pack_a(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t i0, std::ptrdiff_t i1,
-                   std::ptrdiff_t k0, std::ptrdiff_t kc, float* dst) {
-  constexpr int MR = GemmTile<Arch>::MR;
-  constexpr std::ptrdiff_t kBlock = 64;
-  for (std::ptrdiff_t i = i0; i < i1; ++i) {
-    float* d = dst + (i - i0) * kc * MR;
-    const int rows = int(std::min<std::ptrdiff_t>(MR, M - i * MR));
-    const float* src = x + i * MR * ldx + k0;
-    for (std::ptrdiff_t kb = 0; kb < kc; kb += kBlock) {
-      const std::ptrdiff_t ke = std::min(kc, kb + kBlock);
-      if (rows == MR) {
-        for (std::ptrdiff_t k = kb; k < ke; ++k)
-#pragma GCC unroll 16
-          for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * ldx + k];
-      } else {
-        for (std::ptrdiff_t k = kb; k < ke; ++k)
-          for (int r = 0; r < MR; ++r) d[k * MR + r] = r < rows ? src[r * ldx + k] : 0.0f;
-      }
+/// dst[k·R + r] = src[r·ld + k] for k < kc, r < R, and 0 for rows r ≥ valid: R rows of a row-major
+/// matrix transposed into k-major order. k is blocked by KB so the destination block (KB·R floats)
+/// stays in L1 while the R source rows are read (writing column by column over the whole strip
+/// would evict each line R times).
+template <int R, std::ptrdiff_t KB>
+inline void pack_transposed(const float* src, std::ptrdiff_t ld, int valid, std::ptrdiff_t kc, float* dst) {
+  for (std::ptrdiff_t kb = 0; kb < kc; kb += KB) {
+    const std::ptrdiff_t ke = std::min(kc, kb + KB);
+    if (valid == R) {
+      for (std::ptrdiff_t k = kb; k < ke; ++k)
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) dst[k * R + r] = src[r * ld + k];
+    } else {
+      for (std::ptrdiff_t k = kb; k < ke; ++k)
+        for (int r = 0; r < R; ++r) dst[k * R + r] = r < valid ? src[r * ld + k] : 0.0f;
     }
   }
 }
 
+/// Packs rows of x (row stride ldx, M rows in all) into MR-row micro-panels [i0, i1), columns
+/// [k0, k0 + kc): panel i goes to dst + (i − i0)·kc·MR, zero-padded past row M.
+template <class Arch>
+inline void pack_a(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t i0, std::ptrdiff_t i1,
+                   std::ptrdiff_t k0, std::ptrdiff_t kc, float* dst) {
+  constexpr int MR = GemmTile<Arch>::MR;
+  for (std::ptrdiff_t i = i0; i < i1; ++i)
+    pack_transposed<MR, 64>(x + i * MR * ldx + k0, ldx, int(std::min<std::ptrdiff_t>(MR, M - i * MR)), kc,
+                            dst + (i - i0) * kc * MR);
+}
+
 /// Packs W rows (outputs) [p·NR, p·NR + NR) ∩ [0, N), columns [k0, k0 + kc) into a kc × NR panel
-/// (zero-padded). k is blocked as in pack_a.
+/// (zero-padded).
 template <class Arch>
 inline void pack_b_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, std::ptrdiff_t p,
                          std::ptrdiff_t k0, std::ptrdiff_t kc, float* dst) {
   constexpr int NR = GemmTile<Arch>::NR;
-  constexpr std::ptrdiff_t kBlock = 32;
   const std::ptrdiff_t n0 = p * NR;
-  const int cols = int(std::min<std::ptrdiff_t>(NR, N - n0));
-  const float* src = w + n0 * ldw + k0;
-  for (std::ptrdiff_t kb = 0; kb < kc; kb += kBlock) {
-    const std::ptrdiff_t ke = std::min(kc, kb + kBlock);
-    if (cols == NR) {
-      for (std::ptrdiff_t k = kb; k < ke; ++k)
-#pragma GCC unroll 32
-        for (int j = 0; j < NR; ++j) dst[k * NR + j] = src[j * ldw + k];
-    } else {
-      for (std::ptrdiff_t k = kb; k < ke; ++k)
-        for (int j = 0; j < NR; ++j) dst[k * NR + j] = j < cols ? src[j * ldw + k] : 0.0f;
-    }
-  }
+  pack_transposed<NR, 32>(w + n0 * ldw + k0, ldw, int(std::min<std::ptrdiff_t>(NR, N - n0)), kc, dst);
 }
 
 /// Reads one byte per cache line of rows [n0, n1) × [0, K) of w, front to back (char reads may
