@@ -155,19 +155,12 @@ inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t 
   auto* ap = reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
   drive_panels<MR, NR, Bf16Tile::KCP, Bf16Tile::MCP>(
       M, Kp, N, p0, p1, bias, y, ldy,
-      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp, std::ptrdiff_t off) {
-        pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap + off);
+      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp) {
+        pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap);
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
-        const std::uint32_t* a = ap + a_off;
-        const std::uint16_t* b = bp + (p * Kp + q0) * 2 * NR;
-        if (rows == MR && prefetch)
-          gemm_bf16_micro<MR, true>(kcp, a, b, c, ldc, load_c, bb);
-        else if (rows == MR)
-          gemm_bf16_micro<MR, false>(kcp, a, b, c, ldc, load_c, bb);
-        else
-          gemm_bf16_micro_rows<MR>(rows, kcp, a, b, c, ldc, load_c, bb, prefetch);
+        gemm_bf16_micro_rows<MR>(rows, kcp, ap + a_off, bp + (p * Kp + q0) * 2 * NR, c, ldc, load_c, bb, prefetch);
       });
 }
 

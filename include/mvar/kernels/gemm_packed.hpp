@@ -193,8 +193,8 @@ inline void touch_rows(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t n0, st
 
 /// The loop nest shared by the fp32 and bf16 packed GEMMs over output panels [p0, p1) for all M
 /// rows; k is counted in the kernel's units (fp32: k, bf16: k-pairs; Ku of them, KC per block).
-///   pack(i0, i1, k0, kc, dst_offset)        packs row micro-panels [i0, i1) × k-range [k0, k0 + kc)
-///                                           into the A scratch at element offset dst_offset;
+///   pack(i0, i1, k0, kc)                    packs row micro-panels [i0, i1) × k-range [k0, k0 + kc)
+///                                           to the start of the A scratch;
 ///   kernel(rows, a_offset, p, k0, kc, c, ldc, load_c, bias, prefetch)
 ///                                           one micro-tile: rows ≤ MR rows of A (scratch offset
 ///                                           a_offset) × output panel p over [k0, k0 + kc) into c.
@@ -219,7 +219,7 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
     for (int r = 0; r < rows; ++r) std::copy(tmp + r * NR, tmp + r * NR + cols, c + r * ldy);
   };
   if (panels_a <= MCP) {  // one row block: panel-outer, B streamed sequentially
-    pack(0, panels_a, 0, Ku, 0);
+    pack(0, panels_a, 0, Ku);
     for (std::ptrdiff_t p = p0; p < p1; ++p)
       for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
         const std::ptrdiff_t kc = std::min(KC, Ku - k0);
@@ -231,7 +231,7 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
     const std::ptrdiff_t kc = std::min(KC, Ku - k0);
     for (std::ptrdiff_t ic = 0; ic < panels_a; ic += MCP) {
       const std::ptrdiff_t ie = std::min(panels_a, ic + MCP);
-      pack(ic, ie, k0, kc, 0);
+      pack(ic, ie, k0, kc);
       for (std::ptrdiff_t p = p0; p < p1; ++p)
         for (std::ptrdiff_t i = ic; i < ie; ++i) tile(i, (i - ic) * kc * MR, p, k0, kc, false);
     }
@@ -281,19 +281,13 @@ inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
   float* ap = thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
   drive_panels<MR, NR, T::KC, T::MCP>(
       M, K, N, p0, p1, bias, y, ldy,
-      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t k0, std::ptrdiff_t kc, std::ptrdiff_t off) {
-        pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, ap + off);
+      [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t k0, std::ptrdiff_t kc) {
+        pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, ap);
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
-        const float* a = ap + a_off;
-        const float* b = bpacked + ((p - pbase) * K + k0) * NR;
-        if (rows == MR && prefetch)
-          gemm_micro<Arch, MR, MR, NV, true>(kc, a, b, c, ldc, load_c, bb);
-        else if (rows == MR)
-          gemm_micro<Arch, MR, MR, NV, false>(kc, a, b, c, ldc, load_c, bb);
-        else
-          gemm_micro_rows<Arch, MR, MR, NV>(rows, kc, a, b, c, ldc, load_c, bb, prefetch);
+        gemm_micro_rows<Arch, MR, MR, NV>(rows, kc, ap + a_off, bpacked + ((p - pbase) * K + k0) * NR, c, ldc, load_c,
+                                          bb, prefetch);
       });
 }
 
