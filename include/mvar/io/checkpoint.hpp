@@ -61,22 +61,13 @@ TensorStore load_checkpoint_bytes(std::vector<std::byte>&&, const std::string& =
 /// Opens a checkpoint file: .pth (torch.save zip, plain state dict or {"mvar_wo_ddp": …}) or
 /// safetensors, memory-mapped either way.
 inline TensorStore load_checkpoint(const std::string& path) {
-  auto map = std::make_shared<MappedFile>(path);
-  const std::span<const std::byte> bytes(map->data(), map->size());
-  switch (sniff_checkpoint(bytes)) {
-    case CheckpointFormat::Pth: {
-      TensorStore st = detail::PthReader(bytes, path).read(map);
-      st.set_mapped_range(bytes);  // lets packed layers release the pages they copied
-      return st;
-    }
+  auto map = std::make_shared<const MappedFile>(path);
+  switch (sniff_checkpoint({map->data(), map->size()})) {
+    case CheckpointFormat::Pth: return detail::pth_from_map(map, path);
     case CheckpointFormat::LegacyPth: detail::refuse_legacy_pth(path);
     case CheckpointFormat::Safetensors: break;
   }
-  std::map<std::string, std::string> meta;
-  auto tensors = detail::parse_safetensors(map->data(), map->size(), path, &meta);
-  TensorStore st(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
-  st.set_mapped_range(bytes);
-  return st;
+  return detail::safetensors_from_map(map, path);
 }
 
 }  // namespace mvar

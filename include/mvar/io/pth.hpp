@@ -346,12 +346,19 @@ inline TensorStore load_pth_bytes(std::span<const std::byte> bytes, const std::s
 /// The store would point into a temporary: keep the bytes in a variable.
 TensorStore load_pth_bytes(std::vector<std::byte>&&, const std::string& = "<memory>") = delete;
 
+namespace detail {
+/// The store of a mapped torch.save file: contiguous tensors point into the map, which the store
+/// keeps alive and records as its mapped range (non-contiguous tensors' dense copies live outside it).
+inline TensorStore pth_from_map(std::shared_ptr<const MappedFile> map, const std::string& path) {
+  TensorStore st = PthReader(std::span(map->data(), map->size()), path).read(map);
+  st.set_mapped_range({map->data(), map->size()});
+  return st;
+}
+}  // namespace detail
+
 /// Opens a torch.save checkpoint (memory-mapped; contiguous tensors point into the map).
 inline TensorStore load_pth(const std::string& path) {
-  auto map = std::make_shared<MappedFile>(path);
-  TensorStore st = detail::PthReader(std::span(map->data(), map->size()), path).read(map);
-  st.set_mapped_range({map->data(), map->size()});  // non-contiguous copies live outside it
-  return st;
+  return detail::pth_from_map(std::make_shared<MappedFile>(path), path);
 }
 
 }  // namespace mvar

@@ -153,14 +153,21 @@ inline std::vector<TensorRef> parse_safetensors(const std::byte* data, std::size
 
 }  // namespace detail
 
-/// Opens and validates a safetensors file (memory-mapped; tensors point into the map).
-inline TensorStore load_safetensors(const std::string& path) {
-  auto map = std::make_shared<MappedFile>(path);
+namespace detail {
+/// The store of a mapped safetensors file: tensors point into the map, which the store keeps
+/// alive and records as its mapped range (so packed layers can release the pages they copied).
+inline TensorStore safetensors_from_map(std::shared_ptr<const MappedFile> map, const std::string& path) {
   std::map<std::string, std::string> meta;
-  auto tensors = detail::parse_safetensors(map->data(), map->size(), path, &meta);
+  auto tensors = parse_safetensors(map->data(), map->size(), path, &meta);
   TensorStore st(path, std::move(tensors), std::shared_ptr<const void>(map, map.get()), std::move(meta));
   st.set_mapped_range({map->data(), map->size()});
   return st;
+}
+}  // namespace detail
+
+/// Opens and validates a safetensors file (memory-mapped; tensors point into the map).
+inline TensorStore load_safetensors(const std::string& path) {
+  return detail::safetensors_from_map(std::make_shared<MappedFile>(path), path);
 }
 
 /// Validates a safetensors image held in memory (tests, fuzzing). The bytes must outlive the store.
