@@ -333,17 +333,8 @@ class VqvaeDecoder {
 
   /// Bytes of the decoder's packed convolution weights (direct, plus Winograd forms).
   std::size_t conv_bytes() const {
-    std::size_t n = post_quant_.bytes() + conv_in_.bytes() + conv_out_.bytes();
-    auto res = [&](const detail::VaeResnetBlock& r) { n += r.conv1.bytes() + r.conv2.bytes() + r.nin_shortcut.bytes(); };
-    auto att = [&](const detail::VaeAttnBlock& a) { n += a.qkv.bytes() + a.proj_out.bytes(); };
-    res(mid1_);
-    res(mid2_);
-    if (cfg_.using_mid_sa) att(mid_attn_);
-    for (const auto& lv : levels_) {
-      for (const auto& b : lv.blocks) res(b);
-      for (const auto& a : lv.attn) att(a);
-      n += lv.upsample.bytes();
-    }
+    std::size_t n = 0;
+    walk(1, [&](const Conv2d& c, index) { n += c.bytes(); }, [](index, index) {});
     return n;
   }
 
