@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <string>
@@ -61,6 +62,19 @@ class Args {
   std::string str(const std::string& k, const std::string& def = "") const {
     auto it = values_.find(k);
     return it == values_.end() ? def : it->second;
+  }
+  /// The value of option k (def when absent), which must be one of `allowed`: otherwise a
+  /// UsageError "--k must be 'a', 'b' or 'c', got 'x'".
+  std::string choice(const std::string& k, const std::string& def, std::initializer_list<const char*> allowed) const {
+    const std::string v = str(k, def);
+    std::string list;
+    std::size_t i = 0;
+    for (const char* a : allowed) {
+      if (v == a) return v;
+      list += concat(i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ", "'", a, "'");
+      ++i;
+    }
+    throw UsageError(concat("--", k, " must be ", list, ", got '", v, "'"));
   }
   /// The value of option k as a T (def when absent). A value outside T's range is a UsageError
   /// naming the option and the range (`--threads 4294967297` is refused, not 1 thread).

@@ -73,16 +73,9 @@ int main(int argc, char** argv) {
   }
   try {
     RunRequest req;
-    req.mode = args.str("mode", "mvar");
-    if (req.mode != "mvar" && req.mode != "var")
-      throw cli::UsageError(concat("--mode must be 'mvar' or 'var', got '", req.mode, "'"));
-    req.weights = args.str("weights", "packed");
-    if (req.weights != "inplace" && req.weights != "packed" && req.weights != "bf16")
-      throw cli::UsageError(concat("--weights must be 'inplace', 'packed' or 'bf16', got '", req.weights, "'"));
-    const std::string conv = args.str("conv", "winograd");
-    if (conv != "winograd" && conv != "direct")
-      throw cli::UsageError(concat("--conv must be 'winograd' or 'direct', got '", conv, "'"));
-    req.winograd = conv == "winograd";
+    req.mode = args.choice("mode", "mvar", {"mvar", "var"});
+    req.weights = args.choice("weights", "packed", {"inplace", "packed", "bf16"});
+    req.winograd = args.choice("conv", "winograd", {"winograd", "direct"}) == "winograd";
     req.transformer = args.str("transformer");
     req.vae = args.str("vae");
     req.model = args.str("model", "auto");
