@@ -35,16 +35,19 @@ void report(benchmark::State& st, double flop, int threads) {
   st.counters["threads"] = threads;
 }
 
-// 3×3 conv C → C on a side × side image (args: C, side, threads, winograd). "GFLOP/s" counts the
-// direct convolution's FLOPs for both forms, so the Winograd rows read as effective rates.
+// Convolution form of the last argument: 0 direct, 1 Winograd (fp32), 2 Winograd with bf16 products.
+mvar::Precision form_precision(std::int64_t form) { return form == 2 ? mvar::Precision::BF16 : mvar::Precision::F32; }
+
+// 3×3 conv C → C on a side × side image (args: C, side, threads, form). "GFLOP/s" counts the
+// direct convolution's FLOPs for every form, so the Winograd rows read as effective rates.
 void BM_conv3x3(benchmark::State& st) {
   const int C = int(st.range(0)), side = int(st.range(1)), threads = int(st.range(2));
-  const bool winograd = st.range(3) != 0;
+  const std::int64_t form = st.range(3);
   const auto w = randn(std::size_t(C) * C * 9, 1, 1.f / std::sqrt(9.f * C));
   const auto b = randn(std::size_t(C), 2, 0.1f);
   mvar::Conv2d conv(mvar::TensorView<const float, 4>(w.data(), {C, C, 3, 3}), b);
-  if (winograd && !(conv.enable_winograd() && conv.uses_winograd(side, side))) {
-    st.SkipWithError("no Winograd form for this build or shape");
+  if (form != 0 && !(conv.enable_winograd(form_precision(form)) && conv.winograd_precision() == form_precision(form))) {
+    st.SkipWithError("this build has no such Winograd form");
     return;
   }
   mvar::Buffer<float> planes(mvar::PaddedImage::floats(C, side, side)), out(std::size_t(C) * side * side);
@@ -61,21 +64,21 @@ void BM_conv3x3(benchmark::State& st) {
 }
 // The decoder's 3×3 shapes: mid/level 4 (640 @ 16), level-4 upsample (640 @ 32), level 2 (320 @ 64),
 // level 1 (160 @ 128), level 0 — 70 % of all decoder FLOPs — (160 @ 256).
-// Both cores, wall time:
-// Both cores, wall time; direct (0) and Winograd (1) where the decoder uses it (sides ≥ 32):
-BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {kThreads}, {0}})->ArgsProduct({{640}, {32}, {kThreads}, {0, 1}})
-    ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1}})
+// Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16) where the decoder uses
+// them (sides ≥ 32):
+BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {kThreads}, {0}})->ArgsProduct({{640}, {32}, {kThreads}, {0, 1, 2}})
+    ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1, 2}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1, 2}})
     ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 // One thread, CPU time (the kernel's per-core efficiency, meaningful on a loaded machine):
 BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {1}, {0}})->ArgsProduct({{160}, {128}, {1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
-// The whole decoder (args: threads, winograd).
+// The whole decoder (args: threads, form).
 void BM_decoder_official(benchmark::State& st) {
   const int threads = int(st.range(0));
   const auto cfg = mvar::VaeConfig::official();
   const auto store = mvar::ref::random_vae_store(cfg, 7);
-  const mvar::VqvaeDecoder dec(store, cfg, mvar::VqvaeDecoder::Options{st.range(1) != 0});
+  const mvar::VqvaeDecoder dec(store, cfg, mvar::VqvaeDecoder::Options{st.range(1) != 0, form_precision(st.range(1))});
   const int P = 16, S = dec.image_side(P);
   mvar::ThreadPool pool(threads);
   mvar::Workspace ws(dec.workspace_bytes(P));
@@ -91,7 +94,7 @@ void BM_decoder_official(benchmark::State& st) {
   st.counters["workspace_MB"] = double(dec.workspace_bytes(P)) / 1e6;
   st.counters["conv_weights_MB"] = double(dec.conv_bytes()) / 1e6;
 }
-BENCHMARK(BM_decoder_official)->Args({kThreads, 1})->Args({kThreads, 0})->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_decoder_official)->Args({kThreads, 1})->Args({kThreads, 2})->Args({kThreads, 0})->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_decoder_official)->Args({1, 1})->Args({1, 0})->Unit(benchmark::kMillisecond)->Iterations(1);  // CPU time, one core
 
 }  // namespace

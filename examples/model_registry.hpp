@@ -118,7 +118,8 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   std::vector<int> pn;
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
   const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
-  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd});
+  // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
+  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32});
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;
@@ -150,7 +151,7 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   if (!req.quiet) {
     std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s), %s decoder convolutions\n",
                 req.model.c_str(), layout_name(model.layout()), req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
-                static_cast<unsigned long long>(o.seed), req.threads, req.winograd ? "winograd" : "direct");
+                static_cast<unsigned long long>(o.seed), req.threads, decoder.conv_form());
     o.on_scale = [](const ScaleReport& s) {
       std::printf("[generate] scale %2d/%d  %3d×%-3d  %8.3f s\n", s.scale + 1, s.scales, s.side, s.side, s.seconds);
       std::fflush(stdout);

@@ -50,13 +50,14 @@ Problem make_problem(int ci, int co, int h, int w, int k, unsigned seed) {
 
 // Runs Conv2d (vector type V) on p with `threads`; residual added when with_residual.
 template <class V = xsimd::batch<float>>
-std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false, bool winograd = false) {
+std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false, bool winograd = false,
+                            mvar::Precision precision = mvar::Precision::F32) {
   mvar::ThreadPool pool(threads);
   std::vector<float> planes(PaddedImage::floats(p.ci, p.h, p.w), std::numeric_limits<float>::quiet_NaN());
   const PaddedImage img(planes.data(), p.ci, p.h, p.w);
   mvar::pad_copy(pool, TensorView<const float, 3>(p.in.data(), {p.ci, p.h, p.w}), img);
   mvar::Conv2d conv(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, p.k, p.k}), p.bias);
-  if (winograd) conv.enable_winograd();
+  if (winograd) conv.enable_winograd(precision);
   std::vector<float> out(std::size_t(p.co * p.h * p.w), std::numeric_limits<float>::quiet_NaN());
   TensorView<float, 3> ov(out.data(), {p.co, p.h, p.w});
   if (in_place) {
@@ -93,18 +94,20 @@ double error_ratio(const Problem& p, const std::vector<float>& got, bool with_re
 // bound uses the magnitudes the transformed computation actually adds: per output tile and
 // channel, |Y| = |Aᵀ| (Σ_c (|G| |g_c| |G|ᵀ) ⊙ (|Bᵀ| |d_c| |B|)) |A| (each product, transform and
 // sum rounded at most once per term: γ_n with n = ci + 16 covers the channel sum, the transforms
-// and the rounding of U to float), plus |bias| and |residual|.
-double winograd_error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual) {
+// and the rounding of U to float), plus |bias| and |residual|. Tiles that reach past the image
+// (H or W odd) are zero-padded there, as in the kernel. rel: the extra relative error of each
+// product (bf16 form: U and V each rounded to 8 significant bits, 2·2⁻⁹ + 2⁻¹⁸).
+double winograd_error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual, double rel = 0) {
   static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};  // |G|
   static constexpr double B[4][4] = {{1, 0, 0, 0}, {0, 1, 1, 1}, {1, 1, 1, 0}, {0, 0, 0, 1}};   // |B| (= |Bᵀ|ᵀ)
   static constexpr double A[4][2] = {{1, 0}, {1, 1}, {1, 1}, {0, 1}};                             // |A|
   const auto want = mvar::ref::conv2d(p.in, p.ci, p.h, p.w, p.wt, p.bias, p.co, 3);
   auto in_at = [&](int c, int y, int x) { return (y < 0 || x < 0 || y >= p.h || x >= p.w) ? 0.0 : std::abs(double(p.in[std::size_t((c * p.h + y) * p.w + x)])); };
-  const double g = gamma_n(p.ci + 16);
+  const double g = (gamma_n(p.ci + 16) + rel) * (1 + rel);
   double worst = 0;
   for (int o = 0; o < p.co; ++o)
-    for (int ty = 0; ty < p.h / 2; ++ty)
-      for (int tx = 0; tx < p.w / 2; ++tx) {
+    for (int ty = 0; ty < (p.h + 1) / 2; ++ty)
+      for (int tx = 0; tx < (p.w + 1) / 2; ++tx) {
         double S[4][4] = {};
         for (int c = 0; c < p.ci; ++c) {
           double u[4][4] = {}, v[4][4] = {}, t[4][3] = {}, e[4][4] = {};
@@ -126,6 +129,7 @@ double winograd_error_ratio(const Problem& p, const std::vector<float>& got, boo
         }
         for (int a = 0; a < 2; ++a)
           for (int b = 0; b < 2; ++b) {
+            if (2 * ty + a >= p.h || 2 * tx + b >= p.w) continue;
             double mag = std::abs(double(p.bias[std::size_t(o)]));
             for (int i = 0; i < 4; ++i)
               for (int j = 0; j < 4; ++j) mag += A[i][a] * S[i][j] * A[j][b];
@@ -143,43 +147,69 @@ double winograd_error_ratio(const Problem& p, const std::vector<float>& got, boo
 TEST_CASE("Conv2d Winograd F(2x2,3x3) == naive reference within its error bound", "[kernels][conv][winograd]") {
   const int ci = GENERATE(1, 3, 37, 160);
   const int co = GENERATE(1, 8, 13, 32);
-  const auto hw = GENERATE(std::pair{2, 32}, std::pair{4, 64}, std::pair{32, 32}, std::pair{6, 96});
+  // Whole 16-tile groups only, then edges: odd H, W not a multiple of 32, images smaller than a tile.
+  const auto hw = GENERATE(std::pair{2, 32}, std::pair{4, 64}, std::pair{32, 32}, std::pair{6, 96}, std::pair{1, 1},
+                           std::pair{3, 5}, std::pair{7, 50}, std::pair{16, 16}, std::pair{9, 34});
   CAPTURE(ci, co, hw.first, hw.second);
   const auto p = make_problem(ci, co, hw.first, hw.second, 3, unsigned(ci * 5 + co));
   mvar::Conv2d probe(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+  const std::size_t direct_bytes = probe.bytes();
   const bool have = probe.enable_winograd();
 #if defined(MVAR_HAS_WINOGRAD)
   REQUIRE(have);
-  REQUIRE(probe.uses_winograd(hw.first, hw.second));
+  REQUIRE(probe.uses_winograd());
+  REQUIRE(probe.bytes() == (direct_bytes - std::size_t(co) * 4) / 9 * 16 + std::size_t(co) * 4);  // direct form dropped
 #else
   REQUIRE(!have);  // direct kernel only: the checks below then test that fallback
+  REQUIRE(probe.bytes() == direct_bytes);
 #endif
   REQUIRE(winograd_error_ratio(p, run_conv(p, 2, false, false, true), false) <= 1.0);
   REQUIRE(winograd_error_ratio(p, run_conv(p, 2, true, false, true), true) <= 1.0);
   // The direct kernel's tighter bound must not hold by accident only: Winograd really ran.
-  if (have) REQUIRE(run_conv(p, 2, false, false, true) != run_conv(p, 2, false));
+  if (have && ci > 1 && p.h * p.w > 1) REQUIRE(run_conv(p, 2, false, false, true) != run_conv(p, 2, false));
 }
 
-TEST_CASE("Conv2d Winograd: other shapes fall back, residual in place, same bits for any thread count",
-          "[kernels][conv][winograd]") {
-  for (const auto& hw : {std::pair{3, 32}, std::pair{4, 48}, std::pair{16, 16}}) {  // H odd, W % 32, W < 32
-    CAPTURE(hw.first, hw.second);
-    const auto p = make_problem(16, 8, hw.first, hw.second, 3, 5);
-    mvar::Conv2d c(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
-    c.enable_winograd();
-    REQUIRE(!c.uses_winograd(hw.first, hw.second));
-    REQUIRE(run_conv(p, 2, true, false, true) == run_conv(p, 2, true));  // the direct kernel, bit for bit
-  }
-  const auto p = make_problem(40, 24, 10, 64, 3, 9);
-  const auto base = run_conv(p, 1, true, false, true);
-  REQUIRE(std::memcmp(base.data(), run_conv(p, 2, true, true, true).data(), base.size() * sizeof(float)) == 0);
-  for (int t : {2, 3, 8}) {
-    CAPTURE(t);
-    const auto got = run_conv(p, t, true, false, true);
-    REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
-  }
+TEST_CASE("Conv2d Winograd with bf16 products == naive reference within the bf16 bound", "[kernels][conv][winograd]") {
+  const int ci = GENERATE(1, 2, 3, 37, 160);
+  const int co = GENERATE(1, 13, 32);
+  const auto hw = GENERATE(std::pair{4, 64}, std::pair{7, 50}, std::pair{3, 5});
+  CAPTURE(ci, co, hw.first, hw.second);
+  const auto p = make_problem(ci, co, hw.first, hw.second, 3, unsigned(ci * 3 + co));
+  mvar::Conv2d probe(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+  probe.enable_winograd(mvar::Precision::BF16);
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+  REQUIRE(probe.winograd_precision() == mvar::Precision::BF16);
+  const double rel = 2 * std::ldexp(1.0, -9) + std::ldexp(1.0, -18);
+  // bf16 really ran: the fp32 form's bound (about 2⁻²⁴ per term) does not hold for it.
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, false, false, true, mvar::Precision::BF16), false) > 1.0);
+#else
+  REQUIRE(probe.winograd_precision() == mvar::Precision::F32);  // no AVX512-BF16: the fp32 form
+  const double rel = 0;
+#endif
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, false, false, true, mvar::Precision::BF16), false, rel) <= 1.0);
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, true, false, true, mvar::Precision::BF16), true, rel) <= 1.0);
+}
+
+TEST_CASE("Conv2d Winograd: residual in place, same bits for any thread count", "[kernels][conv][winograd]") {
+  for (const auto precision : {mvar::Precision::F32, mvar::Precision::BF16})
+    for (const auto& hw : {std::pair{10, 64}, std::pair{9, 70}}) {
+      CAPTURE(int(precision), hw.first, hw.second);
+      const auto p = make_problem(40, 24, hw.first, hw.second, 3, 9);
+      const auto base = run_conv(p, 1, true, false, true, precision);
+      REQUIRE(std::memcmp(base.data(), run_conv(p, 2, true, true, true, precision).data(), base.size() * sizeof(float)) == 0);
+      for (int t : {2, 3, 8}) {
+        CAPTURE(t);
+        const auto got = run_conv(p, t, true, false, true, precision);
+        REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
+      }
+    }
+  const auto p = make_problem(8, 8, 4, 4, 3, 9);
   mvar::Conv2d one(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 1, 1}), p.bias);  // 1×1: never
   REQUIRE(!one.enable_winograd());
+#if defined(MVAR_HAS_WINOGRAD)
+  // The Winograd form is the build's SIMD kernel only; asking for another vector type is an error.
+  REQUIRE_THROWS_WITH(run_conv<float>(p, 1, false, false, true), Catch::Contains("Winograd form"));
+#endif
 }
 
 TEST_CASE("Conv2d == naive reference over many shapes", "[kernels][conv]") {

@@ -95,6 +95,35 @@ TEST_CASE("VQVAE decoder: the Winograd form really runs and stays close to the d
 #endif
 }
 
+TEST_CASE("VQVAE decoder: Winograd with bf16 products stays near the fixture", "[model][vqvae][winograd]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  const mvar::VqvaeDecoder f32(vae, mvar::VaeConfig::tiny()),
+      bf16(vae, mvar::VaeConfig::tiny(), {true, mvar::Precision::BF16});
+  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
+  const auto d = decode_trace(bf16, trace, 2);
+  const auto want = trace.at("img_dec").to_float();
+  double m = 0, sum = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    m = std::max(m, std::abs(double(d.img[i]) - want[i]));
+    sum += std::abs(double(d.img[i]) - want[i]);
+  }
+  CAPTURE(m, sum / double(want.size()));
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+  // bf16 keeps 8 significant bits: each Winograd layer's products are off by ≤ 2⁻⁸ relative
+  // (tests/test_conv.cpp); through the decoder's Winograd layers and the GroupNorms between them
+  // the image (values in [−1, 1]) moved by 3.7e-2 at most and 3.2e-3 on average when measured
+  // (about 0.4 of an 8-bit level on average). Bounds at about twice that: a wrong pairing or a
+  // lost channel moves it by O(0.1–1).
+  REQUIRE(bf16.conv_bytes() < f32.conv_bytes());
+  REQUIRE(m > kImgTol);  // not the fp32 path
+  REQUIRE(m <= 8e-2);
+  REQUIRE(sum / double(want.size()) <= 7e-3);
+#else
+  REQUIRE(bf16.conv_bytes() == f32.conv_bytes());  // fp32 Winograd (or direct) instead
+  REQUIRE(m <= kImgTol);
+#endif
+}
+
 TEST_CASE("VQVAE decode gives identical bits for 1 and 3 threads", "[model][vqvae]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
   const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny());

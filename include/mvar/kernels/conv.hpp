@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <type_traits>
@@ -38,6 +39,7 @@
 #include "mvar/core/error.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
+#include "mvar/kernels/precision.hpp"
 #include "mvar/kernels/winograd.hpp"
 
 namespace mvar {
@@ -177,43 +179,54 @@ class Conv2d {
     std::copy(bias.begin(), bias.end(), bias_.begin());
   }
 
-  /// Also prepares the Winograd F(2×2, 3×3) form of a 3×3 layer (winograd.hpp): forward() then
-  /// takes it for every image shape it supports (H even, W a multiple of 32) and the direct
-  /// kernel otherwise. Costs 16/9 of the direct weights' memory. Returns whether the build has it
-  /// (AVX-512 only); a no-op for 1×1 layers and non-AVX-512 builds.
-  bool enable_winograd() {
+  /// Replaces the direct form of a 3×3 layer by its Winograd F(2×2, 3×3) form (winograd.hpp),
+  /// which forward() then takes for every image shape: 16/9 of the direct weights' memory in
+  /// fp32, 8/9 in bf16 (Precision::BF16: bf16 products with fp32 sums, AVX512-BF16 builds; fp32
+  /// elsewhere — winograd_precision() says which). Returns whether the layer now runs Winograd:
+  /// false for 1×1 layers and non-AVX-512 builds, which keep the direct kernel.
+  bool enable_winograd(Precision precision = Precision::F32) {
 #if defined(MVAR_HAS_WINOGRAD)
-    if (k_ != 3) return false;
+    if (k_ != 3 || uses_winograd()) return uses_winograd();
     constexpr int MR = detail::kConvMR;
     static_assert(MR == detail::Wino::MR, "Winograd and direct kernels share the 8-channel blocks");
     const index blocks = (co_ + MR - 1) / MR;
-    wino_ = Buffer<float>(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // zeroed: pad rows
+    Buffer<float> u(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // zeroed: pad rows
     for (index b = 0; b < blocks; ++b)
       for (index c = 0; c < ci_; ++c)
         for (index m = 0; m < MR && b * MR + m < co_; ++m) {
           float g[9];
           for (index t = 0; t < 9; ++t) g[t] = packed_[static_cast<std::size_t>(((b * ci_ + c) * 9 + t) * MR + m)];
-          double u[16];
-          detail::winograd_filter(g, u);
+          double ud[16];
+          detail::winograd_filter(g, ud);
           for (int xi = 0; xi < 16; ++xi)
-            wino_[static_cast<std::size_t>(((xi * blocks + b) * ci_ + c) * MR + m)] = static_cast<float>(u[xi]);
+            u[static_cast<std::size_t>(((xi * blocks + b) * ci_ + c) * MR + m)] = static_cast<float>(ud[xi]);
         }
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+    if (precision == Precision::BF16) {
+      wino_bf16_ = Buffer<std::uint32_t>(static_cast<std::size_t>(16 * blocks * ((ci_ + 1) / 2) * MR));
+      detail::winograd_filters_bf16(u.data(), ci_, co_, wino_bf16_.data());
+    } else {
+      wino_ = std::move(u);
+    }
+#else
+    (void)precision;
+    wino_ = std::move(u);
+#endif
+    packed_ = Buffer<float>();  // the direct form is no longer used
     return true;
 #else
+    (void)precision;
     return false;
 #endif
   }
-  /// Whether forward() on an H × W image runs the Winograd form.
-  bool uses_winograd(index height, index width) const {
-#if defined(MVAR_HAS_WINOGRAD)
-    return !wino_.empty() && detail::winograd_shape_ok(height, width);
-#else
-    (void)height, (void)width;
-    return false;
-#endif
+  /// Whether forward() runs the Winograd form (enable_winograd succeeded).
+  bool uses_winograd() const { return !wino_.empty() || !wino_bf16_.empty(); }
+  /// Precision of the Winograd products (F32 when the layer runs direct).
+  Precision winograd_precision() const { return wino_bf16_.empty() ? Precision::F32 : Precision::BF16; }
+  /// Bytes of packed weights held (the direct or the Winograd form) and bias.
+  std::size_t bytes() const {
+    return packed_.bytes() + wino_.bytes() + wino_bf16_.bytes() + bias_.size() * sizeof(float);
   }
-  /// Bytes of packed weights held (direct form, plus the Winograd form if enabled) and bias.
-  std::size_t bytes() const { return packed_.bytes() + wino_.bytes() + bias_.size() * sizeof(float); }
 
   index out_channels() const { return co_; }
   index in_channels() const { return ci_; }
@@ -237,22 +250,24 @@ class Conv2d {
                                      residual.extent(2) == W && residual.stride(2) == 1));
     // Flat positions from the first to one past the last interior pixel (rows 1..H).
 #if defined(MVAR_HAS_WINOGRAD)
-    if constexpr (std::is_same_v<V, xsimd::batch<float>>) {
-      if (uses_winograd(H, W)) {
-        detail::WinogradIo io;
-        io.in = in.data();
-        io.in_plane = ps;
-        io.out = out.data();
-        io.out_plane = out.stride(0);
-        io.out_row = out.stride(1);
-        if (residual.data()) {
-          io.res = residual.data();
-          io.res_plane = residual.stride(0);
-          io.res_row = residual.stride(1);
-        }
-        detail::winograd_conv3x3(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
-        return;
+    if (uses_winograd()) {
+      if constexpr (!std::is_same_v<V, xsimd::batch<float>>)
+        throw Error("Conv2d: a layer in Winograd form runs only with the build's default vector type");
+      detail::WinogradIo io;
+      io.in = in.data();
+      io.in_plane = ps;
+      io.out = out.data();
+      io.out_plane = out.stride(0);
+      io.out_row = out.stride(1);
+      if (residual.data()) {
+        io.res = residual.data();
+        io.res_plane = residual.stride(0);
+        io.res_row = residual.stride(1);
       }
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+      if (!wino_bf16_.empty()) return detail::winograd_conv3x3_bf16(pool, io, ci_, co_, H, W, wino_bf16_.data(), bias_.data());
+#endif
+      return detail::winograd_conv3x3(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
     }
 #endif
     const index q_begin = Wp + 1, q_end = (H + 1) * Wp - 1;
@@ -308,8 +323,9 @@ class Conv2d {
   }
 
   index co_ = 0, ci_ = 0, k_ = 0;
-  Buffer<float> packed_;  // [ceil(co/8)][ci][k·k][8]
+  Buffer<float> packed_;  // [ceil(co/8)][ci][k·k][8]; emptied by enable_winograd
   Buffer<float> wino_;    // empty, or [16][ceil(co/8)][ci][8]: U_ξ = G g Gᵀ (enable_winograd)
+  Buffer<std::uint32_t> wino_bf16_;  // empty, or the bf16 form: [16][ceil(co/8)][ceil(ci/2)][8] pairs
   std::vector<float> bias_;
 };
 

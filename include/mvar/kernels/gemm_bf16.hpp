@@ -82,48 +82,48 @@ inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
   }
 }
 
-/// C[Rows × 32] (+)= A · B over kcp k-pairs, then + bias (32 floats) if non-null. Prefetch: also
-/// prefetch the B stream kBPrefetchBytes ahead (the first row tile of a panel).
-template <int Rows, bool Prefetch = false>
+/// C[Rows × 16·NV] (+)= A · B over kcp k-pairs, then + bias (16·NV floats) if non-null.
+/// a: kcp × MR u32 pairs (stride MR); b: kcp × NV zmm of 16 outputs × 2 (64-byte aligned, k-pair q
+/// at b + q·32·NV); c: row stride ldc. Prefetch: also prefetch the B stream kBPrefetchBytes ahead
+/// (the first row tile of a panel). NV = 2 for the dense layers, 3 for the Winograd GEMMs.
+template <int MR, int Rows, int NV, bool Prefetch = false>
 inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict a,
                             const std::uint16_t* __restrict b, float* __restrict c, std::ptrdiff_t ldc,
                             bool load_c, const float* bias) {
-  constexpr int MR = Bf16Tile::MR;
-  __m512 acc[Rows][2];
+  __m512 acc[Rows][NV];
 #pragma GCC unroll 16
-  for (int r = 0; r < Rows; ++r) {
-    acc[r][0] = load_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
-    acc[r][1] = load_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
-  }
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = load_c ? _mm512_loadu_ps(c + r * ldc + 16 * v) : _mm512_setzero_ps();
 #pragma GCC unroll 2
   for (std::ptrdiff_t q = 0; q < kcp; ++q) {
     if constexpr (Prefetch) {
-      const char* pf = reinterpret_cast<const char*>(b + q * 64) + kBPrefetchBytes;
-      __builtin_prefetch(pf, 0, 3);
-      __builtin_prefetch(pf + 64, 0, 3);
+      const char* pf = reinterpret_cast<const char*>(b + q * 32 * NV) + kBPrefetchBytes;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) __builtin_prefetch(pf + 64 * v, 0, 3);
     }
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + q * 64);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + q * 64 + 32);
+    __m512bh bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_load_si512(b + q * 32 * NV + 32 * v);
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[q * MR + r]));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
     }
   }
   if (bias) {
-    const __m512 bb0 = _mm512_loadu_ps(bias), bb1 = _mm512_loadu_ps(bias + 16);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m512 bb = _mm512_loadu_ps(bias + 16 * v);
 #pragma GCC unroll 16
-    for (int r = 0; r < Rows; ++r) {
-      acc[r][0] = _mm512_add_ps(acc[r][0], bb0);
-      acc[r][1] = _mm512_add_ps(acc[r][1], bb1);
+      for (int r = 0; r < Rows; ++r) acc[r][v] = _mm512_add_ps(acc[r][v], bb);
     }
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < Rows; ++r) {
-    _mm512_storeu_ps(c + r * ldc, acc[r][0]);
-    _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
-  }
+  for (int r = 0; r < Rows; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
 }
 
 template <int Rows>
@@ -132,10 +132,11 @@ inline void gemm_bf16_micro_rows(int rows, std::ptrdiff_t kcp, const std::uint32
   if constexpr (Rows > 1) {
     if (rows < Rows) return gemm_bf16_micro_rows<Rows - 1>(rows, kcp, a, b, c, ldc, load_c, bias, prefetch);
   }
+  constexpr int MR = Bf16Tile::MR, NV = Bf16Tile::NR / 16;
   if (prefetch)
-    gemm_bf16_micro<Rows, true>(kcp, a, b, c, ldc, load_c, bias);
+    gemm_bf16_micro<MR, Rows, NV, true>(kcp, a, b, c, ldc, load_c, bias);
   else
-    gemm_bf16_micro<Rows, false>(kcp, a, b, c, ldc, load_c, bias);
+    gemm_bf16_micro<MR, Rows, NV, false>(kcp, a, b, c, ldc, load_c, bias);
 }
 
 /// Elements (u32 bf16 pairs) of A scratch gemm_bf16_panels packs for M rows and K columns.

@@ -19,6 +19,7 @@
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/kernels/gemm_bf16.hpp"
+#include "mvar/kernels/precision.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/gemm_stream.hpp"
 
@@ -64,12 +65,6 @@ inline void linear(ThreadPool& pool, TensorView<const float, 2> x, TensorView<co
   });
 }
 
-/// Storage precision of a PackedLinear's weights. Accumulation is fp32 in both.
-enum class Precision {
-  F32,   ///< fp32 weights (4 bytes each)
-  BF16,  ///< bf16 weights and bf16-rounded activations, `vdpbf16ps` (2 bytes each); needs
-         ///< AVX512-BF16 at compile time, otherwise the layer is packed as F32
-};
 
 /// A dense layer whose weights are packed once (at load time) into the GEMM's panel layout:
 /// y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias). The layer owns copies of w (packed) and of bias.

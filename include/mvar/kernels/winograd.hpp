@@ -12,16 +12,23 @@
 // V = Bᵀ d B per call. They run on the packed GEMM's micro-kernel (gemm_packed.hpp) with 8 output
 // channels broadcast (MR = 8) and 48 tiles in three zmm (NR = 48), 24 accumulators.
 //
-// Work unit: a panel of 48 consecutive tiles (tile t = ty·(W/2) + tx), i.e. three groups of 16
-// tiles, each inside one tile row because W/2 is a multiple of 16. Per panel: input transform of
-// all channels (16 tiles per vector: even/odd columns split with vpermt2ps), 16 GEMMs, output
-// transform (+ bias, + residual) written straight to the output rows. Panels are independent, so
-// each output element is written by one task in a fixed order — identical bits for any thread
-// count. The transforms reassociate the sums, so results differ from the direct convolution by a
-// few float32 roundings (about 1e-6 relative to Σ|w·x|; tests/test_conv.cpp bounds it).
+// Work unit: a panel of three groups of 16 horizontally adjacent tiles of one tile row (groups
+// numbered row by row, ⌈(W/2)/16⌉ per tile row; a panel may span tile rows). Per panel: input
+// transform of all channels (16 tiles per vector: even/odd columns split with vpermt2ps), 16 GEMMs,
+// output transform (+ bias, + residual) written straight to the output rows. Groups that reach past
+// the image (W not a multiple of 32, H odd, the right or bottom edge) read through a zero-filled
+// 4 × 34 patch and write through a 2 × 32 staging tile, so every H, W ≥ 1 is handled. Panels are
+// independent, so each output element is written by one task in a fixed order — identical bits
+// for any thread count. The transforms reassociate the sums, so results differ from the direct
+// convolution by a few float32 roundings (about 1e-6 relative to Σ|w·x|; tests/test_conv.cpp
+// bounds it).
 //
-// AVX-512 only (MVAR_HAS_WINOGRAD); other builds use the direct convolution of conv.hpp. Shapes:
-// H even and W a multiple of 32 (the decoder's 32…256-pixel levels); others go direct.
+// bf16 form (Precision::BF16, AVX512-BF16 builds): U and V are rounded to bf16 (nearest even) and
+// paired over input channels, the 16 GEMMs run on `vdpbf16ps` with fp32 sums (gemm_bf16.hpp's
+// micro-kernel, 8 × 48 tile) — half the filter bytes and twice the multiply rate; the transforms,
+// the products' sums and the output transform stay fp32. Relative error about 2⁻⁸ of Σ|U·V|.
+//
+// AVX-512 only (MVAR_HAS_WINOGRAD); other builds use the direct convolution of conv.hpp.
 #pragma once
 
 #include <algorithm>
@@ -34,6 +41,7 @@
 
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/parallel.hpp"
+#include "mvar/kernels/gemm_bf16.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
 
 #define MVAR_HAS_WINOGRAD 1
@@ -45,10 +53,8 @@ struct Wino {
   static constexpr int NV = 3;                // zmm vectors of tiles per micro-tile
   static constexpr int NR = 48;               // tiles per panel
   static constexpr std::ptrdiff_t KC = 128;   // input channels per k block (V block 24 KiB, in L1)
+  static constexpr std::ptrdiff_t KCP = 128;  // bf16: channel pairs per k block (V block 24 KiB)
 };
-
-/// True when winograd_conv3x3 handles an H × W image.
-inline bool winograd_shape_ok(std::ptrdiff_t H, std::ptrdiff_t W) { return H >= 2 && H % 2 == 0 && W >= 32 && W % 32 == 0; }
 
 /// U = G g Gᵀ (4 × 4, row-major, ξ = 4i + j) of one 3×3 filter g (row-major), in double.
 inline void winograd_filter(const float* g, double u[16]) {
@@ -118,63 +124,191 @@ inline void winograd_output16(const float* m, std::ptrdiff_t ldm, float bias, fl
 
 /// Where a Winograd convolution reads and writes (all strides in floats, unit innermost stride).
 struct WinogradIo {
-  const float* in = nullptr;  // padded planes: row stride W + 2, plane stride in_plane
+  const float* in = nullptr;  // padded planes (PaddedImage): row stride W + 2, plane stride in_plane
   std::ptrdiff_t in_plane = 0;
   float* out = nullptr;  // [co, H, W]
   std::ptrdiff_t out_plane = 0, out_row = 0;
-  const float* res = nullptr;  // [co, H, W] or null
+  const float* res = nullptr;  // [co, H, W] or null; may be out itself
   std::ptrdiff_t res_plane = 0, res_row = 0;
 };
 
-/// out = conv3×3(in) + bias (+ residual) for H even, W % 32 == 0 (winograd_shape_ok). u: the
-/// transformed filters, [16][⌈co/8⌉][ci][8] (zero rows past co).
+/// Tile geometry of an H × W image: 2 × 2 tiles, groups of 16 tiles along a tile row, panels of
+/// three groups.
+struct WinoGeom {
+  std::ptrdiff_t H, W, Wp, tiles_x, groups_x, groups, panels;
+  WinoGeom(std::ptrdiff_t h, std::ptrdiff_t w)
+      : H(h), W(w), Wp(w + 2), tiles_x((w + 1) / 2), groups_x((tiles_x + 15) / 16),
+        groups((h + 1) / 2 * groups_x), panels((groups + 2) / 3) {}
+  /// Whether group (ty, tx0) lies wholly inside the image (padded rows 2ty…2ty+3 and columns
+  /// 2tx0…2tx0+33 exist; its 2 × 32 outputs are all pixels).
+  bool whole(std::ptrdiff_t ty, std::ptrdiff_t tx0) const { return 2 * ty + 2 <= H && 2 * tx0 + 32 <= W; }
+};
+
+/// One group of a panel: tile row ty, first tile column tx0; valid = false past the last group.
+struct WinoGroup {
+  std::ptrdiff_t ty = 0, tx0 = 0;
+  bool valid = false;
+};
+
+/// winograd_input16 for group (ty, tx0) of one padded plane; edge groups go through a zero-filled
+/// patch (values past the padded image read as zero).
+inline void winograd_input_group(const WinoGeom& g, const float* plane, std::ptrdiff_t ty, std::ptrdiff_t tx0,
+                                 float* v, std::ptrdiff_t ldv) {
+  const std::ptrdiff_t y0 = 2 * ty, x0 = 2 * tx0;
+  if (g.whole(ty, tx0)) return winograd_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
+  constexpr int PW = 34;
+  alignas(64) float patch[4 * PW];
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < PW; ++j)
+      patch[r * PW + j] = (y0 + r <= g.H + 1 && x0 + j <= g.W + 1) ? plane[(y0 + r) * g.Wp + x0 + j] : 0.0f;
+  winograd_input16(patch, PW, v, ldv);
+}
+
+/// winograd_output16 for group (ty, tx0) of output channel o; edge groups are staged so only
+/// pixels inside the image are read (residual) and written.
+inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, std::ptrdiff_t ty,
+                                  std::ptrdiff_t tx0, const float* m, std::ptrdiff_t ldm, float bias) {
+  const std::ptrdiff_t y = 2 * ty, x = 2 * tx0;
+  float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
+  const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
+  if (g.whole(ty, tx0)) return winograd_output16(m, ldm, bias, o0, o0 + io.out_row, r0, r0 ? r0 + io.res_row : nullptr);
+  const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(2, g.H - y), cols = std::min<std::ptrdiff_t>(32, g.W - x);
+  alignas(64) float ob[2][32], rb[2][32] = {};
+  if (r0)
+    for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(r0 + i * io.res_row, r0 + i * io.res_row + cols, rb[i]);
+  winograd_output16(m, ldm, bias, ob[0], ob[1], r0 ? rb[0] : nullptr, r0 ? rb[1] : nullptr);
+  for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob[i], ob[i] + cols, o0 + i * io.out_row);
+}
+
+/// The panel loop shared by the fp32 and bf16 forms. Per panel: transform(V, groups) fills the
+/// thread's V scratch (v_floats floats) for the panel's three groups, multiply(V, M) computes the
+/// 16 products M [16][co_pad][48], then the output transform writes the panel's pixels.
+template <class Transform, class Multiply>
+inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t co, std::ptrdiff_t H,
+                            std::ptrdiff_t W, const float* bias, std::size_t v_floats, Transform&& transform,
+                            Multiply&& multiply) {
+  constexpr int NR = Wino::NR;
+  const WinoGeom geo(H, W);
+  const std::ptrdiff_t co_pad = (co + Wino::MR - 1) / Wino::MR * Wino::MR;
+  parallel_for(pool, geo.panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
+    thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
+    const std::size_t mn = std::size_t(16 * co_pad * NR);
+    if (vbuf.size() < v_floats) vbuf = Buffer<float>(v_floats);
+    if (mbuf.size() < mn) mbuf = Buffer<float>(mn);
+    float* V = vbuf.data();
+    float* M = mbuf.data();  // [16][co_pad][48]
+    for (std::ptrdiff_t q = q0; q < q1; ++q) {
+      WinoGroup grp[3];
+      for (int g = 0; g < 3; ++g) {
+        const std::ptrdiff_t gi = 3 * q + g;
+        if (gi < geo.groups) grp[g] = {gi / geo.groups_x, gi % geo.groups_x * 16, true};
+      }
+      transform(geo, grp, V);
+      multiply(static_cast<const float*>(V), M);
+      for (std::ptrdiff_t o = 0; o < co; ++o)
+        for (int g = 0; g < 3; ++g)
+          if (grp[g].valid) winograd_output_group(geo, io, o, grp[g].ty, grp[g].tx0, M + o * NR + 16 * g, co_pad * NR, bias[o]);
+    }
+  });
+}
+
+/// out = conv3×3(in) + bias (+ residual), any H, W ≥ 1. u: the transformed filters,
+/// [16][⌈co/8⌉][ci][8] (zero rows past co).
 inline void winograd_conv3x3(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t ci, std::ptrdiff_t co,
                              std::ptrdiff_t H, std::ptrdiff_t W, const float* u, const float* bias) {
   using Arch = xsimd::default_arch;
   constexpr int MR = Wino::MR, NV = Wino::NV, NR = Wino::NR;
   static_assert(NR == NV * int(xsimd::batch<float, Arch>::size), "Winograd panel = three AVX-512 vectors");
-  const std::ptrdiff_t Wp = W + 2, tiles_x = W / 2, tiles = (H / 2) * tiles_x;
-  const std::ptrdiff_t panels = (tiles + NR - 1) / NR, blocks = (co + MR - 1) / MR, co_pad = blocks * MR;
-  parallel_for(pool, panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
-    thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
-    const std::size_t vn = std::size_t(16 * ci * NR), mn = std::size_t(16 * co_pad * NR);
-    if (vbuf.size() < vn) vbuf = Buffer<float>(vn);
-    if (mbuf.size() < mn) mbuf = Buffer<float>(mn);
-    float* V = vbuf.data();  // [16][ci][48]
-    float* M = mbuf.data();  // [16][co_pad][48]
-    for (std::ptrdiff_t q = q0; q < q1; ++q) {
-      const std::ptrdiff_t t0 = q * NR;
-      const int groups = int(std::min<std::ptrdiff_t>(3, (tiles - t0) / 16));  // tiles % 16 == 0
-      for (int g = 0; g < 3; ++g) {
-        if (g < groups) {
-          const std::ptrdiff_t ty = (t0 + 16 * g) / tiles_x, tx0 = (t0 + 16 * g) % tiles_x;
-          const float* base = io.in + 2 * ty * Wp + 2 * tx0;
-          for (std::ptrdiff_t c = 0; c < ci; ++c) winograd_input16(base + c * io.in_plane, Wp, V + c * NR + 16 * g, ci * NR);
-        } else {
-          for (int xi = 0; xi < 16; ++xi)
-            for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
+  const std::ptrdiff_t blocks = (co + MR - 1) / MR, co_pad = blocks * MR;
+  winograd_panels(
+      pool, io, co, H, W, bias, std::size_t(16 * ci * NR),
+      [&](const WinoGeom& geo, const WinoGroup* grp, float* V) {  // V [16][ci][48]
+        for (int g = 0; g < 3; ++g) {
+          if (grp[g].valid) {
+            for (std::ptrdiff_t c = 0; c < ci; ++c)
+              winograd_input_group(geo, io.in + c * io.in_plane, grp[g].ty, grp[g].tx0, V + c * NR + 16 * g, ci * NR);
+          } else {
+            for (int xi = 0; xi < 16; ++xi)
+              for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
+          }
         }
-      }
-      for (int xi = 0; xi < 16; ++xi)
-        for (std::ptrdiff_t k0 = 0; k0 < ci; k0 += Wino::KC) {
-          const std::ptrdiff_t kc = std::min(Wino::KC, ci - k0);
-          const float* b = V + (xi * ci + k0) * NR;
-          for (std::ptrdiff_t bl = 0; bl < blocks; ++bl)
-            gemm_micro<Arch, MR, MR, NV, false>(kc, u + ((xi * blocks + bl) * ci + k0) * MR, b,
-                                                M + (xi * co_pad + bl * MR) * NR, NR, k0 > 0, nullptr);
-        }
-      for (std::ptrdiff_t o = 0; o < co; ++o)
-        for (int g = 0; g < groups; ++g) {
-          const std::ptrdiff_t ty = (t0 + 16 * g) / tiles_x, tx0 = (t0 + 16 * g) % tiles_x;
-          const std::ptrdiff_t y = 2 * ty, x = 2 * tx0;
-          float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
-          const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
-          winograd_output16(M + o * NR + 16 * g, co_pad * NR, bias[o], o0, o0 + io.out_row, r0,
-                            r0 ? r0 + io.res_row : nullptr);
-        }
-    }
-  });
+      },
+      [&](const float* V, float* M) {
+        for (int xi = 0; xi < 16; ++xi)
+          for (std::ptrdiff_t k0 = 0; k0 < ci; k0 += Wino::KC) {
+            const std::ptrdiff_t kc = std::min(Wino::KC, ci - k0);
+            const float* b = V + (xi * ci + k0) * NR;
+            for (std::ptrdiff_t bl = 0; bl < blocks; ++bl)
+              gemm_micro<Arch, MR, MR, NV, false>(kc, u + ((xi * blocks + bl) * ci + k0) * MR, b,
+                                                  M + (xi * co_pad + bl * MR) * NR, NR, k0 > 0, nullptr);
+          }
+      });
 }
+
+#if defined(MVAR_HAS_BF16_GEMM)
+#define MVAR_HAS_WINOGRAD_BF16 1
+
+/// The bf16 filters: U rounded to bf16 and paired over input channels, [16][⌈co/8⌉][⌈ci/2⌉][8]
+/// u32 (low half: channel 2q, high half: 2q + 1; zero past ci and co), from the fp32 form.
+inline void winograd_filters_bf16(const float* u, std::ptrdiff_t ci, std::ptrdiff_t co, std::uint32_t* dst) {
+  constexpr int MR = Wino::MR;
+  const std::ptrdiff_t blocks = (co + MR - 1) / MR, cip = (ci + 1) / 2;
+  for (std::ptrdiff_t xb = 0; xb < 16 * blocks; ++xb)
+    for (std::ptrdiff_t q = 0; q < cip; ++q)
+      for (int m = 0; m < MR; ++m) {
+        const std::uint32_t lo = bf16_round(u[(xb * ci + 2 * q) * MR + m]);
+        const std::uint32_t hi = 2 * q + 1 < ci ? bf16_round(u[(xb * ci + 2 * q + 1) * MR + m]) : 0u;
+        dst[(xb * cip + q) * MR + m] = lo | (hi << 16);
+      }
+}
+
+/// winograd_conv3x3 with bf16 products: ub from winograd_filters_bf16. V is [16][⌈ci/2⌉][3 × 32]
+/// u16: per channel pair, 48 tiles × (channel 2q, 2q + 1).
+inline void winograd_conv3x3_bf16(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t ci, std::ptrdiff_t co,
+                                  std::ptrdiff_t H, std::ptrdiff_t W, const std::uint32_t* ub, const float* bias) {
+  constexpr int MR = Wino::MR, NV = Wino::NV, NR = Wino::NR;
+  const std::ptrdiff_t blocks = (co + MR - 1) / MR, co_pad = blocks * MR, cip = (ci + 1) / 2;
+  // V in u16 lives in the fp32 scratch: 16 · cip · 96 u16 = 16 · cip · 48 floats.
+  winograd_panels(
+      pool, io, co, H, W, bias, std::size_t(16 * cip * NR),
+      [&](const WinoGeom& geo, const WinoGroup* grp, float* Vf) {
+        auto* V = reinterpret_cast<std::uint16_t*>(Vf);
+        // Lane 2t ← tile t of channel 2q, lane 2t + 1 ← tile t of channel 2q + 1.
+        alignas(64) static constexpr std::uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                                     21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                                     11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+        const __m512i idx = _mm512_load_si512(kInterleave);
+        for (int g = 0; g < 3; ++g)
+          for (std::ptrdiff_t q = 0; q < cip; ++q) {
+            alignas(64) float t[16 * 32];  // ξ-th row: 16 tiles of channel 2q, then of 2q + 1
+            if (grp[g].valid) {
+              winograd_input_group(geo, io.in + 2 * q * io.in_plane, grp[g].ty, grp[g].tx0, t, 32);
+              if (2 * q + 1 < ci)
+                winograd_input_group(geo, io.in + (2 * q + 1) * io.in_plane, grp[g].ty, grp[g].tx0, t + 16, 32);
+              else
+                for (int xi = 0; xi < 16; ++xi) std::fill_n(t + xi * 32 + 16, 16, 0.0f);
+            } else {
+              std::fill_n(t, 16 * 32, 0.0f);
+            }
+            for (int xi = 0; xi < 16; ++xi) {
+              const __m512bh pair = _mm512_cvtne2ps_pbh(_mm512_load_ps(t + xi * 32 + 16), _mm512_load_ps(t + xi * 32));
+              _mm512_store_si512(V + ((xi * cip + q) * NV + g) * 32, _mm512_permutexvar_epi16(idx, (__m512i)pair));
+            }
+          }
+      },
+      [&](const float* Vf, float* M) {
+        const auto* V = reinterpret_cast<const std::uint16_t*>(Vf);
+        for (int xi = 0; xi < 16; ++xi)
+          for (std::ptrdiff_t q0 = 0; q0 < cip; q0 += Wino::KCP) {
+            const std::ptrdiff_t kcp = std::min(Wino::KCP, cip - q0);
+            const std::uint16_t* b = V + (xi * cip + q0) * NV * 32;
+            for (std::ptrdiff_t bl = 0; bl < blocks; ++bl)
+              gemm_bf16_micro<MR, MR, NV, false>(kcp, ub + ((xi * blocks + bl) * cip + q0) * MR, b,
+                                                 M + (xi * co_pad + bl * MR) * NR, NR, q0 > 0, nullptr);
+          }
+      });
+}
+#endif  // MVAR_HAS_BF16_GEMM
 
 }  // namespace mvar::detail
 

@@ -283,11 +283,15 @@ class VqvaeDecoder {
   /// How the decoder convolves (see the constructor).
   struct Options {
     /// The 3×3 convolutions that run at twice the latent side or more (every level below the top
-    /// one, all upsampling convolutions, conv_out) also get the Winograd F(2×2, 3×3) form
-    /// (kernels/winograd.hpp; AVX-512 builds, images of W % 32 == 0): 2.25× fewer FLOPs, results
-    /// within a few float32 roundings of the direct convolution, 16/9 of those layers' weights in
-    /// extra memory. The top level (the widest channels at the smallest side) stays direct.
+    /// one, all upsampling convolutions, conv_out) run in the Winograd F(2×2, 3×3) form instead
+    /// of the direct one (kernels/winograd.hpp; AVX-512 builds): 2.25× fewer FLOPs, results
+    /// within a few float32 roundings of the direct convolution, 16/9 of those layers' weight
+    /// memory. The top level (the widest channels at the smallest side) stays direct.
     bool winograd = true;
+    /// Precision of the Winograd products: BF16 rounds the transformed filters and inputs to bf16
+    /// (AVX512-BF16 builds; fp32 sums): about 1.5× faster again, half those layers' memory, and
+    /// values about 2⁻⁸ relative off (an 8-bit image moves by a level here and there).
+    Precision precision = Precision::F32;
   };
 
   /// Binds post_quant_conv.* and decoder.* (official names, SPEC §2.3) for `cfg`; throws one
@@ -324,18 +328,29 @@ class VqvaeDecoder {
       for (int L = 0; L < levels; ++L) {
         auto& lv = levels_[std::size_t(L)];
         if (L < levels - 1)
-          for (auto& b : lv.blocks) b.conv1.enable_winograd(), b.conv2.enable_winograd();
-        if (lv.has_upsample) lv.upsample.enable_winograd();
+          for (auto& b : lv.blocks) b.conv1.enable_winograd(opts.precision), b.conv2.enable_winograd(opts.precision);
+        if (lv.has_upsample) lv.upsample.enable_winograd(opts.precision);
       }
-      conv_out_.enable_winograd();
+      conv_out_.enable_winograd(opts.precision);
     }
   }
 
-  /// Bytes of the decoder's packed convolution weights (direct, plus Winograd forms).
+  /// Bytes of the decoder's packed convolution weights (direct and Winograd forms).
   std::size_t conv_bytes() const {
     std::size_t n = 0;
     walk(1, [&](const Conv2d& c, index) { n += c.bytes(); }, [](index, index) {});
     return n;
+  }
+
+  /// How the large 3×3 convolutions run: "direct", "winograd" or "winograd-bf16" (what the build
+  /// granted of the Options asked for).
+  const char* conv_form() const {
+    bool wino = false, bf16 = false;
+    walk(1, [&](const Conv2d& c, index) {
+      wino = wino || c.uses_winograd();
+      bf16 = bf16 || (c.uses_winograd() && c.winograd_precision() == Precision::BF16);
+    }, [](index, index) {});
+    return bf16 ? "winograd-bf16" : wino ? "winograd" : "direct";
   }
 
   const VaeConfig& config() const { return cfg_; }
