@@ -102,8 +102,8 @@ int main(int argc, char** argv) {
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[generate] %d image(s) in %.3f s (transformer %.3f s, decoder %.3f s): %.3f images/s\n", r.images, total,
                 r.sample_seconds, r.decode_seconds, r.images / std::max(total, 1e-9));
-    std::printf("[generate] peak RSS %.1f MiB (weights %.1f MiB, workspace %.1f MiB high-water, K/V cache %.1f MiB)\n",
-                double(peak_rss_bytes()) / 1048576.0, double(r.weight_bytes) / 1048576.0,
+    std::printf("[generate] peak RSS %.1f MiB (weights %.1f MiB transformer + %.1f MiB decoder convolutions, workspace %.1f MiB high-water, K/V cache %.1f MiB)\n",
+                double(peak_rss_bytes()) / 1048576.0, double(r.weight_bytes) / 1048576.0, double(r.decoder_weight_bytes) / 1048576.0,
                 double(r.workspace_high_water) / 1048576.0, double(r.kv_bytes) / 1048576.0);
     for (const auto& f : r.files) std::printf("[generate] wrote %s\n", f.c_str());
     return 0;

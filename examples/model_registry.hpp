@@ -42,7 +42,7 @@ struct RunRequest {
 struct RunResult {
   int images = 0;
   double sample_seconds = 0, decode_seconds = 0;
-  std::size_t weight_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
+  std::size_t weight_bytes = 0, decoder_weight_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
   std::vector<std::string> files;
 };
 
@@ -78,14 +78,17 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   RunResult r;
   r.images = int(labels.size());
   r.weight_bytes = weight_bytes;
-  Sampler<Model, Trajectory> sampler(model, quant, traj, pool, int(labels.size()));
+  r.decoder_weight_bytes = decoder.conv_bytes();
+  // One arena: the sampler's workspace is idle once generate() returns and decodes the images.
+  Sampler<Model, Trajectory> sampler(model, quant, traj, pool, int(labels.size()), decoder.workspace_bytes(P));
   const Generation g = sampler.generate(labels, opts);
   r.sample_seconds = g.seconds;
   r.workspace_high_water = g.workspace_high_water;
   r.kv_bytes = g.kv_bytes;
 
   const auto t0 = std::chrono::steady_clock::now();
-  Workspace ws(decoder.workspace_bytes(P));
+  Workspace& ws = sampler.workspace();
+  ws.reset();
   Buffer<float> img(std::size_t(3) * side * side);
   std::vector<std::uint8_t> rgb(std::size_t(labels.size()) * side * side * 3);
   for (std::size_t b = 0; b < labels.size(); ++b) {
@@ -95,7 +98,7 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
     if (!req.quiet) std::printf("[generate] decoded image %zu/%zu\n", b + 1, labels.size()), std::fflush(stdout);
   }
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.workspace_high_water += ws.high_water();
+  r.workspace_high_water = ws.high_water();  // the larger of the two uses
   // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
   std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
   for (std::size_t b = 0; b < labels.size(); ++b)

@@ -4,6 +4,10 @@
 // composition; MVAR keeps no K/V; bad options are rejected with clear errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
 #include "fixtures_path.hpp"
 #include "model_test_util.hpp"
 #include "mvar/model/quantizer.hpp"
@@ -148,6 +152,31 @@ TEST_CASE("MVAR holds no K/V; VAR's cache is the SPEC §4.4 size", "[sampler][me
   REQUIRE(b.kv_bytes == std::size_t(2) * 2 * 4 * 680 * 128 * 4);
   REQUIRE(a.workspace_high_water > 0);
   REQUIRE(a.workspace_high_water <= a.workspace_bytes);
+}
+
+TEST_CASE("The sampler's workspace can be lent out between generations (one arena with the decoder)", "[sampler][memory]") {
+  auto& S = setup();
+  ThreadPool pool(2);
+  ScaleMarkov traj(Tiny::config);
+  SampleOptions o;
+  o.seed = 7;
+  const std::vector<int> labels = {5, 600};
+  Sampler<Tiny, ScaleMarkov> own(S.model, S.quant, traj, pool, 2);
+  const std::size_t lend = own.workspace_bytes() * 3;
+  Sampler<Tiny, ScaleMarkov> shared(S.model, S.quant, traj, pool, 2, lend);
+  REQUIRE(shared.workspace_bytes() >= lend);
+  const Generation a = own.generate(labels, o);
+  const Generation b = shared.generate(labels, o);
+  // A borrower fills the whole arena with garbage and leaves something taken: the next
+  // generation starts from a reset arena and gives the same tokens and f̂.
+  mvar::Workspace& ws = shared.workspace();
+  ws.reset();
+  float* junk = ws.take<float>(lend / sizeof(float) - 64);
+  std::fill(junk, junk + (lend / sizeof(float) - 64), std::numeric_limits<float>::quiet_NaN());
+  const Generation c = shared.generate(labels, o);
+  REQUIRE(b.tokens == a.tokens);
+  REQUIRE(c.tokens == a.tokens);
+  REQUIRE(std::memcmp(c.fhat.data(), a.fhat.data(), a.fhat.bytes()) == 0);
 }
 
 TEST_CASE("Bad sampling options are rejected with clear errors", "[sampler][errors]") {

@@ -1,7 +1,8 @@
 // mvar/core/buffer.hpp — Buffer<T>: an owning, move-only, 64-byte-aligned array of trivially
-// copyable elements, zero-initialised. Large buffers ask the kernel for transparent huge pages
-// (madvise; THP is "madvise only" on many distributions), which keeps TLB misses of weight and
-// activation streams low.
+// copyable elements, zero-initialised. Large buffers (≥ 2 MiB) are their own anonymous mappings,
+// 2 MiB-aligned, with transparent huge pages requested (madvise; THP is "madvise only" on many
+// distributions), which keeps TLB misses of weight and activation streams low, and given back to
+// the system whole when released.
 //
 // Sizes are checked before allocating: n × sizeof(T) may not overflow, and a buffer of 64 MiB or
 // more goes through check_allocation (core/memory_limit.hpp), so a size derived from a file or a
@@ -44,25 +45,21 @@ class Buffer {
       throw Error(concat("mvar: buffer of ", n, " × ", sizeof(T), " bytes: size overflows (more than 2^64 bytes)"));
     const std::size_t bytes = round_up(n * sizeof(T));
     if (bytes >= kCheckedAllocationBytes) check_allocation(bytes, concat("buffer of ", n, " × ", sizeof(T), " bytes"));
-    data_ = static_cast<T*>(std::aligned_alloc(bytes >= (2u << 20) ? (2u << 20) : kAlignment, bytes));
+    data_ = allocate(bytes);
     if (!data_) throw Error(concat("mvar: out of memory allocating ", bytes, " bytes"));
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (bytes >= (2u << 20)) ::madvise(data_, bytes, MADV_HUGEPAGE);
-#endif
-    std::memset(static_cast<void*>(data_), 0, bytes);
   }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {
-      std::free(data_);
+      release(data_, size_);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
     }
     return *this;
   }
-  ~Buffer() { std::free(data_); }
+  ~Buffer() { release(data_, size_); }
 
   T* data() { return data_; }
   const T* data() const { return data_; }
@@ -79,9 +76,51 @@ class Buffer {
   const T* end() const { return data_ + size_; }
 
  private:
+  static constexpr std::size_t kHuge = std::size_t(2) << 20;
+  static constexpr std::size_t kMapped = std::size_t(256) << 10;  // own mapping from this size on
+  // Page multiples for mapped buffers (a 2 MiB multiple would make up to 2 MiB of huge page
+  // resident past the end of each one), cache lines for the rest.
   static std::size_t round_up(std::size_t b) {
-    const std::size_t a = b >= (2u << 20) ? (2u << 20) : kAlignment;
+    const std::size_t a = b >= kMapped ? 4096 : kAlignment;
     return (b + a - 1) / a * a;
+  }
+  // Zeroed storage of `bytes` (round_up'd). Linux, ≥ 256 KiB: a private anonymous mapping — zero
+  // pages from the kernel (nothing resident until written), returned to the system on release;
+  // from 2 MiB on aligned to 2 MiB with transparent huge pages requested. (Through malloc, freed
+  // blocks in the middle of the heap stay resident: building the decoder, which replaces each
+  // layer's direct weights by its Winograd form, left ~110 MiB of such holes.) Otherwise
+  // aligned_alloc + memset.
+  static T* allocate(std::size_t bytes) {
+#if defined(__linux__)
+    if (bytes >= kMapped && bytes < kHuge) {
+      void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      return p == MAP_FAILED ? nullptr : static_cast<T*>(p);
+    }
+    if (bytes >= kHuge) {
+      void* p = ::mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return nullptr;
+      const auto a = reinterpret_cast<std::uintptr_t>(p), start = (a + kHuge - 1) / kHuge * kHuge;
+      if (start > a) ::munmap(p, start - a);
+      if (a + kHuge > start) ::munmap(reinterpret_cast<void*>(start + bytes), a + kHuge - start);
+#if defined(MADV_HUGEPAGE)
+      ::madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);
+#endif
+      return reinterpret_cast<T*>(start);
+    }
+#endif
+    void* p = std::aligned_alloc(kAlignment, bytes);
+    if (p) std::memset(p, 0, bytes);
+    return static_cast<T*>(p);
+  }
+  static void release(T* p, std::size_t n) {
+    if (!p) return;
+#if defined(__linux__)
+    if (const std::size_t bytes = round_up(n * sizeof(T)); bytes >= kMapped) {
+      ::munmap(static_cast<void*>(p), bytes);
+      return;
+    }
+#endif
+    std::free(p);
   }
   T* data_ = nullptr;
   std::size_t size_ = 0;

@@ -10,8 +10,12 @@
 // reused by every step and every generate() call; nothing is allocated between kernels. Its size
 // grows with max_batch (a user option): check_memory(max_batch) refuses, before anything is
 // allocated, a batch whose workspace overflows or exceeds the machine (core/memory_limit.hpp).
+// Between generate() calls the workspace holds nothing: workspace() lends it out (the decoder's
+// scratch, for one), and `min_workspace_bytes` makes it large enough for that — one arena of the
+// larger size instead of two.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -108,7 +112,8 @@ class Sampler {
       throw Error(concat("sampler: max_batch ", max_batch, " exceeds ", std::numeric_limits<int>::max() / 2));
   }
 
-  Sampler(const Model& model, const VectorQuantizer& quant, Trajectory& traj, ThreadPool& pool, int max_batch = 1)
+  Sampler(const Model& model, const VectorQuantizer& quant, Trajectory& traj, ThreadPool& pool, int max_batch = 1,
+          std::size_t min_workspace_bytes = 0)
       : model_(model), quant_(quant), traj_(traj), pool_(pool), max_batch_(max_batch) {
     check_memory(max_batch);
     if (quant.num_scales() != Cfg.num_scales() || quant.cvae() != Cfg.cvae || quant.vocab() != Cfg.vocab ||
@@ -121,10 +126,13 @@ class Sampler {
                               Workspace::round(4ul * R * nmax * Cfg.width) /*x*/ +
                               Workspace::round(4ul * R * nmax * Cfg.vocab) /*logits*/ +
                               Workspace::round(4ul * nmax * Cfg.cvae) /*z*/ + quant.workspace_bytes() + 16 * kAlignment;
-    ws_ = Workspace(bytes);
+    ws_ = Workspace(std::max(bytes, min_workspace_bytes));
   }
 
   std::size_t workspace_bytes() const { return ws_.capacity(); }
+  /// The workspace, free between generate() calls: a borrower reset()s it and takes what it
+  /// needs; generate() resets it again on entry.
+  Workspace& workspace() { return ws_; }
 
   Generation generate(std::span<const int> labels, const SampleOptions& o) {
     validate_options(o, labels, Cfg.num_classes, max_batch_);
