@@ -66,7 +66,7 @@ void BM_conv3x3(benchmark::State& st) {
 // level 1 (160 @ 128), level 0 — 70 % of all decoder FLOPs — (160 @ 256).
 // Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16) where the decoder uses
 // them (sides ≥ 32):
-BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {kThreads}, {0}})->ArgsProduct({{640}, {32}, {kThreads}, {0, 1, 2}})
+BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16, 32}, {kThreads}, {0, 1, 2}})
     ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1, 2}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1, 2}})
     ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 // One thread, CPU time (the kernel's per-core efficiency, meaningful on a loaded machine):

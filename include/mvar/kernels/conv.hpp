@@ -329,30 +329,42 @@ class Conv2d {
   std::vector<float> bias_;
 };
 
-/// Copies in [C, H, W] into the interior of out and zeroes its border, channels spread over the pool.
+/// Copies in [C, H, W] (any strides) into the interior of out and zeroes its border, channels
+/// spread over the pool.
 inline void pad_copy(ThreadPool& pool, TensorView<const float, 3> in, const PaddedImage& out) {
   MVAR_ASSERT(in.extent(0) == out.channels() && in.extent(1) == out.height() && in.extent(2) == out.width());
   const auto dst = out.interior();
+  const bool rows = in.stride(2) == 1;
   parallel_for(pool, in.extent(0), 8, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
     for (std::ptrdiff_t c = c0; c < c1; ++c) {
-      for (std::ptrdiff_t y = 0; y < in.extent(1); ++y)
-        for (std::ptrdiff_t x = 0; x < in.extent(2); ++x) dst(c, y, x) = in(c, y, x);
+      for (std::ptrdiff_t y = 0; y < in.extent(1); ++y) {
+        if (rows) {
+          std::memcpy(&dst(c, y, 0), &in(c, y, 0), sizeof(float) * std::size_t(in.extent(2)));
+        } else {
+          for (std::ptrdiff_t x = 0; x < in.extent(2); ++x) dst(c, y, x) = in(c, y, x);
+        }
+      }
       out.zero_border(c);
     }
   });
 }
 
-/// Nearest-neighbour ×2 (out[y, x] = in[⌊y/2⌋, ⌊x/2⌋], SPEC §2.1) of in [C, H, W] into the
-/// interior of out [C, 2H, 2W], border zeroed — the input of the upsampling block's 3×3 conv.
+/// Nearest-neighbour ×2 (out[y, x] = in[⌊y/2⌋, ⌊x/2⌋], SPEC §2.1) of in [C, H, W] (unit innermost
+/// stride) into the interior of out [C, 2H, 2W], border zeroed — the input of the upsampling
+/// block's 3×3 conv. Each source row is widened once and the result copied to the second row.
 inline void upsample_nearest2x(ThreadPool& pool, TensorView<const float, 3> in, const PaddedImage& out) {
   MVAR_ASSERT(in.extent(0) == out.channels() && 2 * in.extent(1) == out.height() &&
               2 * in.extent(2) == out.width());
+  MVAR_ASSERT(in.stride(2) == 1 || in.extent(2) <= 1);
   const auto dst = out.interior();
+  const std::ptrdiff_t W = in.extent(2);
   parallel_for(pool, in.extent(0), 8, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
     for (std::ptrdiff_t c = c0; c < c1; ++c) {
-      for (std::ptrdiff_t y = 0; y < out.height(); ++y) {
-        float* d = &dst(c, y, 0);
-        for (std::ptrdiff_t x = 0; x < out.width(); ++x) d[x] = in(c, y / 2, x / 2);
+      for (std::ptrdiff_t y = 0; y < in.extent(1); ++y) {
+        const float* __restrict s = &in(c, y, 0);
+        float* __restrict d = &dst(c, 2 * y, 0);
+        for (std::ptrdiff_t x = 0; x < W; ++x) d[2 * x] = d[2 * x + 1] = s[x];
+        std::memcpy(&dst(c, 2 * y + 1, 0), d, sizeof(float) * std::size_t(2 * W));
       }
       out.zero_border(c);
     }

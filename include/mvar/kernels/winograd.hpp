@@ -13,7 +13,9 @@
 // channels broadcast (MR = 8) and 48 tiles in three zmm (NR = 48), 24 accumulators.
 //
 // Work unit: a panel of three groups of 16 horizontally adjacent tiles of one tile row (groups
-// numbered row by row, ⌈(W/2)/16⌉ per tile row; a panel may span tile rows). Per panel: input
+// numbered row by row, ⌈(W/2)/16⌉ per tile row; a panel may span tile rows) — or, for images
+// narrower than 32 pixels ("packed" groups), of 16 consecutive tiles in row-major order, gathered
+// and scattered lane by lane. Per panel: input
 // transform of all channels (16 tiles per vector: even/odd columns split with vpermt2ps), 16 GEMMs,
 // output transform (+ bias, + residual) written straight to the output rows. Groups that reach past
 // the image (W not a multiple of 32, H odd, the right or bottom edge) read through a zero-filled
@@ -132,30 +134,68 @@ struct WinogradIo {
   std::ptrdiff_t res_plane = 0, res_row = 0;
 };
 
-/// Tile geometry of an H × W image: 2 × 2 tiles, groups of 16 tiles along a tile row, panels of
-/// three groups.
+/// Tile geometry of an H × W image: 2 × 2 tiles in groups of 16 (one vector lane each), panels of
+/// three groups. Row mode (W/2 ≥ 16 tiles per row): a group is 16 adjacent tiles of one tile row,
+/// ⌈(W/2)/16⌉ groups per tile row. Packed mode (narrower images, e.g. the decoder's 16-px top
+/// level): group g is tiles 16g … 16g + 15 in row-major tile order, spanning tile rows.
 struct WinoGeom {
-  std::ptrdiff_t H, W, Wp, tiles_x, groups_x, groups, panels;
+  std::ptrdiff_t H, W, Wp, tiles_x, tiles_y, groups_x, groups, panels;
+  bool packed;
   WinoGeom(std::ptrdiff_t h, std::ptrdiff_t w)
-      : H(h), W(w), Wp(w + 2), tiles_x((w + 1) / 2), groups_x((tiles_x + 15) / 16),
-        groups((h + 1) / 2 * groups_x), panels((groups + 2) / 3) {}
-  /// Whether group (ty, tx0) lies wholly inside the image (padded rows 2ty…2ty+3 and columns
-  /// 2tx0…2tx0+33 exist; its 2 × 32 outputs are all pixels).
-  bool whole(std::ptrdiff_t ty, std::ptrdiff_t tx0) const { return 2 * ty + 2 <= H && 2 * tx0 + 32 <= W; }
+      : H(h), W(w), Wp(w + 2), tiles_x((w + 1) / 2), tiles_y((h + 1) / 2), groups_x((tiles_x + 15) / 16),
+        groups(0), panels(0), packed(tiles_x < 16) {
+    groups = packed ? (tiles_x * tiles_y + 15) / 16 : tiles_y * groups_x;
+    panels = (groups + 2) / 3;
+  }
+  /// Whether row-mode group (ty, tx0) lies wholly inside the image (padded rows 2ty…2ty+3 and
+  /// columns 2tx0…2tx0+33 exist; its 2 × 32 outputs are all pixels).
+  bool whole(std::ptrdiff_t ty, std::ptrdiff_t tx0) const { return !packed && 2 * ty + 2 <= H && 2 * tx0 + 32 <= W; }
 };
 
-/// One group of a panel: tile row ty, first tile column tx0; valid = false past the last group.
+/// One group of a panel: its index, and in row mode its tile row ty and first tile column tx0;
+/// valid = false past the last group.
 struct WinoGroup {
-  std::ptrdiff_t ty = 0, tx0 = 0;
+  std::ptrdiff_t gi = 0, ty = 0, tx0 = 0;
   bool valid = false;
 };
 
-/// winograd_input16 for group (ty, tx0) of one padded plane; edge groups go through a zero-filled
-/// patch (values past the padded image read as zero).
-inline void winograd_input_group(const WinoGeom& g, const float* plane, std::ptrdiff_t ty, std::ptrdiff_t tx0,
-                                 float* v, std::ptrdiff_t ldv) {
-  const std::ptrdiff_t y0 = 2 * ty, x0 = 2 * tx0;
-  if (g.whole(ty, tx0)) return winograd_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
+/// Packed mode, input: the 16 tiles of group gi gathered lane by lane (zero past the image), then
+/// the same Bᵀ d B as winograd_input16.
+inline void winograd_input_packed(const WinoGeom& g, const float* plane, std::ptrdiff_t gi, float* v,
+                                  std::ptrdiff_t ldv) {
+  alignas(64) float d[16][16];  // d[4r + q][lane] = padded(2ty + r, 2tx + q)
+  for (int lane = 0; lane < 16; ++lane) {
+    const std::ptrdiff_t t = 16 * gi + lane, ty = t / g.tiles_x, tx = t % g.tiles_x;
+    for (int r = 0; r < 4; ++r)
+      for (int q = 0; q < 4; ++q) {
+        const std::ptrdiff_t row = 2 * ty + r, col = 2 * tx + q;
+        d[4 * r + q][lane] = (ty < g.tiles_y && row <= g.H + 1 && col <= g.W + 1) ? plane[row * g.Wp + col] : 0.0f;
+      }
+  }
+  __m512 e[4][4];  // (d_r · B)_j
+  for (int r = 0; r < 4; ++r) {
+    const __m512 c0 = _mm512_load_ps(d[4 * r]), c1 = _mm512_load_ps(d[4 * r + 1]);
+    const __m512 c2 = _mm512_load_ps(d[4 * r + 2]), c3 = _mm512_load_ps(d[4 * r + 3]);
+    e[r][0] = _mm512_sub_ps(c0, c2);
+    e[r][1] = _mm512_add_ps(c1, c2);
+    e[r][2] = _mm512_sub_ps(c2, c1);
+    e[r][3] = _mm512_sub_ps(c1, c3);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm512_storeu_ps(v + (0 + j) * ldv, _mm512_sub_ps(e[0][j], e[2][j]));
+    _mm512_storeu_ps(v + (4 + j) * ldv, _mm512_add_ps(e[1][j], e[2][j]));
+    _mm512_storeu_ps(v + (8 + j) * ldv, _mm512_sub_ps(e[2][j], e[1][j]));
+    _mm512_storeu_ps(v + (12 + j) * ldv, _mm512_sub_ps(e[1][j], e[3][j]));
+  }
+}
+
+/// winograd_input16 for a group of one padded plane; row-mode edge groups go through a
+/// zero-filled patch (values past the padded image read as zero), packed groups are gathered.
+inline void winograd_input_group(const WinoGeom& g, const float* plane, const WinoGroup& grp, float* v,
+                                 std::ptrdiff_t ldv) {
+  if (g.packed) return winograd_input_packed(g, plane, grp.gi, v, ldv);
+  const std::ptrdiff_t y0 = 2 * grp.ty, x0 = 2 * grp.tx0;
+  if (g.whole(grp.ty, grp.tx0)) return winograd_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
   constexpr int PW = 34;
   alignas(64) float patch[4 * PW];
   for (int r = 0; r < 4; ++r)
@@ -164,14 +204,44 @@ inline void winograd_input_group(const WinoGeom& g, const float* plane, std::ptr
   winograd_input16(patch, PW, v, ldv);
 }
 
-/// winograd_output16 for group (ty, tx0) of output channel o; edge groups are staged so only
-/// pixels inside the image are read (residual) and written.
-inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, std::ptrdiff_t ty,
-                                  std::ptrdiff_t tx0, const float* m, std::ptrdiff_t ldm, float bias) {
-  const std::ptrdiff_t y = 2 * ty, x = 2 * tx0;
+/// Packed mode, output: Aᵀ M A + bias for the 16 tiles of group gi of output channel o, scattered
+/// to the pixels inside the image (+ residual, added as in winograd_output16).
+inline void winograd_output_packed(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, std::ptrdiff_t gi,
+                                   const float* m, std::ptrdiff_t ldm, float bias) {
+  alignas(64) float y[2][2][16];  // y[i][jj][lane]: output (2ty + i, 2tx + jj)
+  const __m512 b = _mm512_set1_ps(bias);
+  __m512 t[2][4];
+  for (int j = 0; j < 4; ++j) {
+    const __m512 m0 = _mm512_loadu_ps(m + (0 + j) * ldm), m1 = _mm512_loadu_ps(m + (4 + j) * ldm);
+    const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ldm), m3 = _mm512_loadu_ps(m + (12 + j) * ldm);
+    t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+    t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+  }
+  for (int i = 0; i < 2; ++i) {
+    _mm512_store_ps(y[i][0], _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), b));
+    _mm512_store_ps(y[i][1], _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), b));
+  }
+  for (int lane = 0; lane < 16; ++lane) {
+    const std::ptrdiff_t tt = 16 * gi + lane, ty = tt / g.tiles_x, tx = tt % g.tiles_x;
+    if (ty >= g.tiles_y) break;
+    for (int i = 0; i < 2 && 2 * ty + i < g.H; ++i)
+      for (int jj = 0; jj < 2 && 2 * tx + jj < g.W; ++jj) {
+        const std::ptrdiff_t yy = 2 * ty + i, xx = 2 * tx + jj;
+        float* out = io.out + o * io.out_plane + yy * io.out_row + xx;
+        *out = io.res ? io.res[o * io.res_plane + yy * io.res_row + xx] + y[i][jj][lane] : y[i][jj][lane];
+      }
+  }
+}
+
+/// winograd_output16 for a group of output channel o; row-mode edge groups are staged so only
+/// pixels inside the image are read (residual) and written, packed groups are scattered.
+inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, const WinoGroup& grp,
+                                  const float* m, std::ptrdiff_t ldm, float bias) {
+  if (g.packed) return winograd_output_packed(g, io, o, grp.gi, m, ldm, bias);
+  const std::ptrdiff_t y = 2 * grp.ty, x = 2 * grp.tx0;
   float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
   const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
-  if (g.whole(ty, tx0)) return winograd_output16(m, ldm, bias, o0, o0 + io.out_row, r0, r0 ? r0 + io.res_row : nullptr);
+  if (g.whole(grp.ty, grp.tx0)) return winograd_output16(m, ldm, bias, o0, o0 + io.out_row, r0, r0 ? r0 + io.res_row : nullptr);
   const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(2, g.H - y), cols = std::min<std::ptrdiff_t>(32, g.W - x);
   alignas(64) float ob[2][32], rb[2][32] = {};
   if (r0)
@@ -201,13 +271,13 @@ inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff
       WinoGroup grp[3];
       for (int g = 0; g < 3; ++g) {
         const std::ptrdiff_t gi = 3 * q + g;
-        if (gi < geo.groups) grp[g] = {gi / geo.groups_x, gi % geo.groups_x * 16, true};
+        if (gi < geo.groups) grp[g] = {gi, gi / geo.groups_x, gi % geo.groups_x * 16, true};
       }
       transform(geo, grp, V);
       multiply(static_cast<const float*>(V), M);
       for (std::ptrdiff_t o = 0; o < co; ++o)
         for (int g = 0; g < 3; ++g)
-          if (grp[g].valid) winograd_output_group(geo, io, o, grp[g].ty, grp[g].tx0, M + o * NR + 16 * g, co_pad * NR, bias[o]);
+          if (grp[g].valid) winograd_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
     }
   });
 }
@@ -226,7 +296,7 @@ inline void winograd_conv3x3(ThreadPool& pool, const WinogradIo& io, std::ptrdif
         for (int g = 0; g < 3; ++g) {
           if (grp[g].valid) {
             for (std::ptrdiff_t c = 0; c < ci; ++c)
-              winograd_input_group(geo, io.in + c * io.in_plane, grp[g].ty, grp[g].tx0, V + c * NR + 16 * g, ci * NR);
+              winograd_input_group(geo, io.in + c * io.in_plane, grp[g], V + c * NR + 16 * g, ci * NR);
           } else {
             for (int xi = 0; xi < 16; ++xi)
               for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
@@ -282,9 +352,9 @@ inline void winograd_conv3x3_bf16(ThreadPool& pool, const WinogradIo& io, std::p
           for (std::ptrdiff_t q = 0; q < cip; ++q) {
             alignas(64) float t[16 * 32];  // ξ-th row: 16 tiles of channel 2q, then of 2q + 1
             if (grp[g].valid) {
-              winograd_input_group(geo, io.in + 2 * q * io.in_plane, grp[g].ty, grp[g].tx0, t, 32);
+              winograd_input_group(geo, io.in + 2 * q * io.in_plane, grp[g], t, 32);
               if (2 * q + 1 < ci)
-                winograd_input_group(geo, io.in + (2 * q + 1) * io.in_plane, grp[g].ty, grp[g].tx0, t + 16, 32);
+                winograd_input_group(geo, io.in + (2 * q + 1) * io.in_plane, grp[g], t + 16, 32);
               else
                 for (int xi = 0; xi < 16; ++xi) std::fill_n(t + xi * 32 + 16, 16, 0.0f);
             } else {
