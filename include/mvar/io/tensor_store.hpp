@@ -83,6 +83,25 @@ class TensorStore {
   void set_mapped_range(std::span<const std::byte> r) { mapped_ = r; }
   std::span<const std::byte> mapped_range() const { return mapped_; }
 
+  /// Maps t's file pages into the process in one call (MADV_POPULATE_READ, Linux ≥ 5.14; one read
+  /// per page elsewhere) before a caller reads t in a scattered order. Packing a layer that
+  /// faults its pages in one by one took twice as long (d16: 2.0 s vs 1.0 s in all). A no-op for
+  /// tensors not in the mapped file.
+  void prefault(const TensorRef& t) const {
+    if (mapped_.empty() || t.data < mapped_.data() || t.data + t.nbytes > mapped_.data() + mapped_.size() || t.nbytes == 0)
+      return;
+    const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    const auto b = reinterpret_cast<std::uintptr_t>(t.data) / page * page;
+    const auto e = reinterpret_cast<std::uintptr_t>(t.data) + t.nbytes;
+#if defined(MADV_POPULATE_READ)
+    if (::madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_READ) == 0) return;
+#endif
+    unsigned sum = 0;
+    for (auto a = std::max(b, reinterpret_cast<std::uintptr_t>(t.data)); a < e; a += page)
+      sum += *reinterpret_cast<const volatile unsigned char*>(a);
+    (void)sum;
+  }
+
   /// Tells the kernel the pages of t are no longer needed (after a caller made its own copy, e.g.
   /// packed weights): they leave the resident set and are re-read from the file if touched again.
   /// Only whole pages inside the mapped file are released; owned buffers are never touched.

@@ -169,12 +169,16 @@ class Conv2d {
     constexpr int MR = detail::kConvMR;
     const index blocks = (co_ + MR - 1) / MR, taps = k_ * k_;
     packed_ = Buffer<float>(static_cast<std::size_t>(blocks * ci_ * taps * MR));  // zeroed: pad rows
-    for (index b = 0; b < blocks; ++b)
-      for (index c = 0; c < ci_; ++c)
-        for (index t = 0; t < taps; ++t)
-          for (index m = 0; m < MR && b * MR + m < co_; ++m)
-            packed_[static_cast<std::size_t>(((b * ci_ + c) * taps + t) * MR + m)] =
-                weight(b * MR + m, c, t / k_, t % k_);
+    for (index o = 0; o < co_; ++o) {  // each filter read front to back
+      float* dst = packed_.data() + (o / MR) * ci_ * taps * MR + o % MR;
+      if (weight.is_contiguous()) {
+        const float* src = weight.data() + o * ci_ * taps;
+        for (index i = 0; i < ci_ * taps; ++i) dst[i * MR] = src[i];
+      } else {
+        for (index c = 0; c < ci_; ++c)
+          for (index t = 0; t < taps; ++t) dst[(c * taps + t) * MR] = weight(o, c, t / k_, t % k_);
+      }
+    }
     bias_.assign(static_cast<std::size_t>(co_), 0.0f);
     std::copy(bias.begin(), bias.end(), bias_.begin());
   }
@@ -190,17 +194,10 @@ class Conv2d {
     constexpr int MR = detail::kConvMR;
     static_assert(MR == detail::Wino::MR, "Winograd and direct kernels share the 8-channel blocks");
     const index blocks = (co_ + MR - 1) / MR;
-    Buffer<float> u(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // zeroed: pad rows
+    Buffer<float> u(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // pad rows: zero filters, zero U
     for (index b = 0; b < blocks; ++b)
       for (index c = 0; c < ci_; ++c)
-        for (index m = 0; m < MR && b * MR + m < co_; ++m) {
-          float g[9];
-          for (index t = 0; t < 9; ++t) g[t] = packed_[static_cast<std::size_t>(((b * ci_ + c) * 9 + t) * MR + m)];
-          double ud[16];
-          detail::winograd_filter(g, ud);
-          for (int xi = 0; xi < 16; ++xi)
-            u[static_cast<std::size_t>(((xi * blocks + b) * ci_ + c) * MR + m)] = static_cast<float>(ud[xi]);
-        }
+        detail::winograd_filters8(packed_.data() + (b * ci_ + c) * 9 * MR, u.data() + (b * ci_ + c) * MR, blocks * ci_ * MR);
 #if defined(MVAR_HAS_WINOGRAD_BF16)
     if (precision == Precision::BF16) {
       wino_bf16_ = Buffer<std::uint32_t>(static_cast<std::size_t>(16 * blocks * ((ci_ + 1) / 2) * MR));

@@ -58,14 +58,21 @@ struct Wino {
   static constexpr std::ptrdiff_t KCP = 128;  // bf16: channel pairs per k block (V block 24 KiB)
 };
 
-/// U = G g Gᵀ (4 × 4, row-major, ξ = 4i + j) of one 3×3 filter g (row-major), in double.
-inline void winograd_filter(const float* g, double u[16]) {
+/// U = G g Gᵀ (4 × 4, ξ = 4i + j) of eight 3×3 filters at once, in double, rounded to float once:
+/// g[t·8 + m] is tap t (row-major) of filter m (the direct kernel's packed [tap][8] layout), and
+/// u[ξ·ldu + m] receives U_ξ of filter m. (m innermost: the compiler vectorises over the filters.)
+inline void winograd_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
+  constexpr int R = 8;
   static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-  double t[4][3];  // G g
+  double t[4][3][R];  // G g
   for (int i = 0; i < 4; ++i)
-    for (int b = 0; b < 3; ++b) t[i][b] = G[i][0] * g[0 * 3 + b] + G[i][1] * g[1 * 3 + b] + G[i][2] * g[2 * 3 + b];
+    for (int b = 0; b < 3; ++b)
+      for (int m = 0; m < R; ++m)
+        t[i][b][m] = G[i][0] * g[(0 * 3 + b) * R + m] + G[i][1] * g[(1 * 3 + b) * R + m] + G[i][2] * g[(2 * 3 + b) * R + m];
   for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j) u[4 * i + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+    for (int j = 0; j < 4; ++j)
+      for (int m = 0; m < R; ++m)
+        u[(4 * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
 }
 
 /// V_ξ for 16 consecutive tiles of one channel: base points at padded (row 2ty, column 2tx0), Wp

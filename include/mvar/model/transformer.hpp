@@ -111,8 +111,10 @@ class Transformer {
     if (layout == WeightLayout::InPlace) return;
     const Precision p = layout == WeightLayout::PackedBF16 ? Precision::BF16 : Precision::F32;
     auto pack = [&](const LinearWeights& l, const std::string& name) {
+      const TensorRef* t = st.find(name + ".weight");
+      if (t) st.prefault(*t);  // the packers read 32 rows at a time: fault the pages in at once
       packed_.emplace_back(l.weight(), l.b, p);
-      if (const TensorRef* t = st.find(name + ".weight")) st.release_pages(*t);
+      if (t) st.release_pages(*t);
     };
     for (int i = 0; i < Cfg.depth; ++i) {
       const auto& b = w_.blocks[std::size_t(i)];

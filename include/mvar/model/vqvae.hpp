@@ -77,8 +77,17 @@ class VaeBinder {
     const TensorRef* w = get(prefix + ".weight", {co, ci, k, k});
     const TensorRef* b = get(prefix + ".bias", {co});
     if (!w || !b) return {};
-    const std::vector<float> wf = w->to_float(), bf = b->to_float();
-    Conv2d c(TensorView<const float, 4>(wf.data(), {co, ci, k, k}), bf);
+    const std::vector<float> bf = b->to_float();
+    // float32 in the file (aligned): packed straight from the mapped bytes, else via a copy.
+    std::vector<float> wf;
+    const float* wp = reinterpret_cast<const float*>(w->data);
+    if (w->dtype != DType::F32 || reinterpret_cast<std::uintptr_t>(w->data) % alignof(float) != 0) {
+      wf = w->to_float();
+      wp = wf.data();
+    } else {
+      store_.prefault(*w);
+    }
+    Conv2d c(TensorView<const float, 4>(wp, {co, ci, k, k}), bf);
     store_.release_pages(*w);  // the conv keeps its own packed copy: drop the mapped file pages
     return c;
   }
