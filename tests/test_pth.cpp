@@ -454,16 +454,22 @@ TEST_CASE("pth: storages and tensor geometry are checked before any view", "[io]
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {7}, {1}), Catch::Contains("reaches element 6"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, 3}, {4, 1}), Catch::Contains("reaches element 6"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40, std::int64_t(1) << 40}, {1, 1}), Catch::Contains("overflows"));
-    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, std::int64_t(1) << 62}, {std::int64_t(1) << 62, 0}), Catch::Contains("overflows"));
+    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, std::int64_t(1) << 40}, {(std::int64_t(1) << 62) + 1, 0}), Catch::Contains("stride that overflows"));
     REQUIRE_THAT(one("FloatStorage", "0", 6, 7, {0}, {1}), Catch::Contains("offset 7 past its 6 elements"));
+    // Zero elements, but sizes whose strides would overflow (F2's gap, closed here as well).
+    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {0, std::int64_t(1) << 62, std::int64_t(1) << 62}, {1, 1, 1}),
+                 Catch::Contains("above the limit of 2^40"));
+    REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {0, std::int64_t(1) << 40, std::int64_t(1) << 40}, {1, 1, 1}),
+                 Catch::Contains("product of its non-zero sizes exceeds 2^60"));
+    REQUIRE(one("FloatStorage", "0", 6, 0, {0, 3, 5}, {15, 5, 1}) == "<no error>");  // ordinary empty tensors load
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {2, 3}, {3}), Catch::Contains("2 sizes but 1 strides"));
     // Stride-0 views are copied, within the budget; docs/reliability.md F3 and F4 (fuzz findings):
     // views whose dense copy size wrapped to 0 bytes (heap overflow) or asked for 2^53 bytes.
     const Bytes one_f32 = f32_bytes({1.f}), one_i64(8, std::byte{0});
     REQUIRE_THAT(one("FloatStorage", "0", 6, 0, {std::int64_t(1) << 40}, {0}),
                  Catch::Contains("tensor 'w' (1099511627776,): dense copies of non-contiguous tensors would exceed"));
-    REQUIRE_THAT(one("FloatStorage", "0", 1, 0, {std::int64_t(1) << 31, std::int64_t(1) << 31}, {0, 0}, one_f32),
-                 Catch::Contains("tensor 'w' (2147483648, 2147483648): dense copies"));
+    REQUIRE_THAT(one("FloatStorage", "0", 1, 0, {std::int64_t(1) << 30, std::int64_t(1) << 30}, {0, 0}, one_f32),
+                 Catch::Contains("tensor 'w' (1073741824, 1073741824): dense copies"));
     REQUIRE_THAT(one("LongStorage", "0", 1, 0, {std::int64_t(1) << 20, std::int64_t(1) << 20, 1024}, {0, 0, 0}, one_i64),
                  Catch::Contains("tensor 'w' (1048576, 1048576, 1024): dense copies"));
   }
