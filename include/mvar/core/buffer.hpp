@@ -1,8 +1,9 @@
 // mvar/core/buffer.hpp — Buffer<T>: an owning, move-only, 64-byte-aligned array of trivially
-// copyable elements, zero-initialised. Large buffers (≥ 2 MiB) are their own anonymous mappings,
-// 2 MiB-aligned, with transparent huge pages requested (madvise; THP is "madvise only" on many
-// distributions), which keeps TLB misses of weight and activation streams low, and given back to
-// the system whole when released.
+// copyable elements, zero-initialised. Buffers from 256 KiB on are their own anonymous mappings,
+// given back to the system whole when released (freed malloc blocks in the middle of the heap
+// stay resident); from 2 MiB on 2 MiB-aligned with transparent huge pages requested (madvise;
+// THP is "madvise only" on many distributions), which keeps TLB misses of weight and activation
+// streams low.
 //
 // Sizes are checked before allocating: n × sizeof(T) may not overflow, and a buffer of 64 MiB or
 // more goes through check_allocation (core/memory_limit.hpp), so a size derived from a file or a
@@ -85,7 +86,7 @@ class Buffer {
     return (b + a - 1) / a * a;
   }
   // Zeroed storage of `bytes` (round_up'd). Linux, ≥ 256 KiB: a private anonymous mapping — zero
-  // pages from the kernel (nothing resident until written), returned to the system on release;
+  // pages from the kernel, populated at once (populate()), returned to the system on release;
   // from 2 MiB on aligned to 2 MiB with transparent huge pages requested. (Through malloc, freed
   // blocks in the middle of the heap stay resident: building the decoder, which replaces each
   // layer's direct weights by its Winograd form, left ~110 MiB of such holes.) Otherwise
@@ -94,7 +95,9 @@ class Buffer {
 #if defined(__linux__)
     if (bytes >= kMapped && bytes < kHuge) {
       void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      return p == MAP_FAILED ? nullptr : static_cast<T*>(p);
+      if (p == MAP_FAILED) return nullptr;
+      populate(p, bytes);
+      return static_cast<T*>(p);
     }
     if (bytes >= kHuge) {
       void* p = ::mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -105,12 +108,22 @@ class Buffer {
 #if defined(MADV_HUGEPAGE)
       ::madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);
 #endif
+      populate(reinterpret_cast<void*>(start), bytes);
       return reinterpret_cast<T*>(start);
     }
 #endif
     void* p = std::aligned_alloc(kAlignment, bytes);
     if (p) std::memset(p, 0, bytes);
     return static_cast<T*>(p);
+  }
+  // Faults the mapping in now, in one call (MADV_POPULATE_WRITE, Linux ≥ 5.14; a write per page
+  // elsewhere), as the memset of a malloc'd block would: faulting 4 KiB pages one by one while a
+  // kernel runs measured ten times slower here (a 178 MB K/V cache: 130 ms vs 15 ms).
+  static void populate(void* p, std::size_t bytes) {
+#if defined(MADV_POPULATE_WRITE)
+    if (::madvise(p, bytes, MADV_POPULATE_WRITE) == 0) return;
+#endif
+    for (std::size_t i = 0; i < bytes; i += 4096) static_cast<volatile unsigned char*>(p)[i] = 0;
   }
   static void release(T* p, std::size_t n) {
     if (!p) return;
