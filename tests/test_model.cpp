@@ -105,6 +105,36 @@ TEST_CASE("MVAR and VAR with bf16-packed weights stay within the bf16 tolerance"
   check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedBF16, 0.25);
 }
 
+TEST_CASE("bf16 layout packs the AdaLN projections as bf16 too", "[model][bf16]") {
+  const auto w = test::load_fixture("tiny.transformer.safetensors");
+  const Tiny f32(w, WeightLayout::PackedF32), bf16(w, WeightLayout::PackedBF16);
+  ThreadPool pool(2);
+  const std::vector<int> labels = {3, 1000};  // a class and the null class
+  Workspace wa(Tiny::conditioning_bytes(2)), wb(Tiny::conditioning_bytes(2));
+  const auto ca = f32.condition(pool, labels, wa), cb = bf16.condition(pool, labels, wb);
+  double worst = 0, mag = 0;
+  for (std::ptrdiff_t r = 0; r < ca.ada.extent(0); ++r)
+    for (std::ptrdiff_t j = 0; j < ca.ada.extent(1); ++j) {
+      worst = std::max(worst, double(std::fabs(ca.ada(r, j) - cb.ada(r, j))));
+      mag = std::max(mag, double(std::fabs(ca.ada(r, j))));
+    }
+  CAPTURE(worst, mag);
+#if defined(MVAR_HAS_BF16_GEMM)
+  REQUIRE(bf16.layout() == WeightLayout::PackedBF16);
+  REQUIRE(worst > 0);               // the bf16 path ran
+  REQUIRE(worst <= 2e-2 * mag);     // 8 significant bits over K = 128 terms: ≈ 2⁻⁸ of the largest value
+  // Every token-wise layer (12·C² per block + the V×C head) and every AdaLN projection (6·C² per
+  // block + the head's 2·C²) is held at 2 bytes per weight instead of 4 (16 KB of slack for the
+  // AdaLN biases; the tiny sizes need no panel padding). Without the AdaLN packing the saving is
+  // 6·C²·depth·2 + 2·C²·2 bytes (≈ 460 KB) smaller.
+  const std::size_t C2 = std::size_t(Tiny::C) * Tiny::C, depth = std::size_t(Tiny::config.depth);
+  const std::size_t saved = ((12 + 6) * C2 * depth + std::size_t(Tiny::V) * Tiny::C + 2 * C2) * 2;
+  REQUIRE(f32.weight_bytes() - bf16.weight_bytes() + (16u << 10) >= saved);
+#else
+  REQUIRE(worst == 0);
+#endif
+}
+
 TEST_CASE("MVAR and VAR with fp32-packed weights match the traces at fp32 tolerance", "[model][fixtures]") {
   check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedF32);
   check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedF32);

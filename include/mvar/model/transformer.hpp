@@ -102,10 +102,11 @@ class Transformer {
 
   /// Binds the weights (strictly, by official name). With WeightLayout::InPlace the float32
   /// tensors are used where they lie (zero copy from the memory map). Packed layouts copy the
-  /// token-wise layers (qkv, proj, fc1, fc2, head — 99 % of the weights) once into GEMM panels —
-  /// PackedF32, or PackedBF16 for AVX512-BF16 dot products with fp32 accumulation (packed fp32
-  /// where the build lacks AVX512-BF16) — and release the mapped source pages, so the resident
-  /// set holds one copy.
+  /// token-wise layers (qkv, proj, fc1, fc2, head — two thirds of d16's weights, nearly all of its
+  /// FLOPs) once into GEMM panels — PackedF32, or PackedBF16 for AVX512-BF16 dot products with
+  /// fp32 accumulation (packed fp32 where the build lacks AVX512-BF16), which packs the AdaLN
+  /// projections (the other third) as bf16 too — and release the mapped source pages, so the
+  /// resident set holds one copy.
   explicit Transformer(const TensorStore& st, WeightLayout layout = WeightLayout::InPlace)
       : w_(bind_transformer_weights(st, Cfg)) {
     if (layout == WeightLayout::InPlace) return;
@@ -126,6 +127,19 @@ class Transformer {
     }
     pack(w_.head, "head");
     layout_ = packed_.front().precision() == Precision::BF16 ? WeightLayout::PackedBF16 : WeightLayout::PackedF32;
+    if (layout_ == WeightLayout::PackedBF16) {
+      // The AdaLN projections (a third of d16's weights, run once per generation on ≤ 2·batch
+      // rows) are bf16 too: half their memory. (In fp32 they stay in place: packing would copy
+      // them for no speed.)
+      auto pack_ada = [&](const LinearWeights& l, const std::string& name) {
+        const TensorRef* t = st.find(name + ".weight");
+        if (t) st.prefault(*t);
+        packed_ada_.emplace_back(l.weight(), l.b, p);
+        if (t) st.release_pages(*t);
+      };
+      for (int i = 0; i < Cfg.depth; ++i) pack_ada(w_.blocks[std::size_t(i)].ada, concat("blocks.", i, ".ada_lin.1"));
+      pack_ada(w_.head_ada, "head_nm.ada_lin.1");
+    }
   }
 
   const TransformerWeights& weights() const { return w_; }
@@ -134,9 +148,15 @@ class Transformer {
     if (packed_.empty()) return w_.bytes;
     std::size_t b = w_.bytes;
     for (const auto& p : packed_) b += p.bytes();
-    for (const auto& blk : w_.blocks)
-      for (const LinearWeights* l : {&blk.qkv, &blk.proj, &blk.fc1, &blk.fc2}) b -= sizeof(float) * std::size_t(l->out) * l->in;
-    return b - sizeof(float) * std::size_t(w_.head.out) * w_.head.in;
+    for (const auto& p : packed_ada_) b += p.bytes();
+    auto minus = [&](const LinearWeights& l) { b -= sizeof(float) * std::size_t(l.out) * l.in; };
+    for (const auto& blk : w_.blocks) {
+      for (const LinearWeights* l : {&blk.qkv, &blk.proj, &blk.fc1, &blk.fc2}) minus(*l);
+      if (!packed_ada_.empty()) minus(blk.ada);
+    }
+    if (!packed_ada_.empty()) minus(w_.head_ada);
+    minus(w_.head);
+    return b;
   }
   WeightLayout layout() const { return layout_; }
 
@@ -167,9 +187,12 @@ class Transformer {
       std::memcpy(silu_c.row(r), c.cond.row(r), sizeof(float) * C);
     }
     silu_inplace({silu_c.data(), std::size_t(R) * C});
-    for (int i = 0; i < Cfg.depth; ++i)
-      linear(pool, silu_c, w_.blocks[std::size_t(i)].ada.weight(), w_.blocks[std::size_t(i)].ada.b, c.ada.slice(0, i * R, (i + 1) * R));
-    linear(pool, silu_c, w_.head_ada.weight(), w_.head_ada.b, c.head_ada);
+    auto ada = [&](int i, const LinearWeights& l, TensorView<float, 2> out) {
+      if (packed_ada_.empty()) linear(pool, silu_c, l.weight(), l.b, out);
+      else packed_ada_[std::size_t(i)](pool, silu_c, out);
+    };
+    for (int i = 0; i < Cfg.depth; ++i) ada(i, w_.blocks[std::size_t(i)].ada, c.ada.slice(0, i * R, (i + 1) * R));
+    ada(Cfg.depth, w_.head_ada, c.head_ada);
     return c;
   }
 
@@ -268,6 +291,7 @@ class Transformer {
 
   TransformerWeights w_;
   std::vector<PackedLinear> packed_;
+  std::vector<PackedLinear> packed_ada_;  // PackedBF16 only: blocks' AdaLN, then the head's
   WeightLayout layout_ = WeightLayout::InPlace;
 };
 
