@@ -41,7 +41,7 @@ cli::Args make_args() {
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
       {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation; also the decoder's Winograd products)", "packed"},
-      {"conv", "ALGO", "decoder 3×3 convolutions at ≥ 32 px: winograd (F(2×2,3×3), 1.7× faster decoder on AVX-512, 2.5× with --weights bf16) or direct (exact fp32 order)", "winograd"},
+      {"conv", "ALGO", "decoder 3×3 convolutions (at ≥ 32 px; every level with --weights bf16): winograd (F(2×2,3×3), 1.7× faster decoder on AVX-512, 2.5× with --weights bf16) or direct (exact fp32 order)", "winograd"},
       {"threads", "N", "worker threads (≥ 1)", "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
       {"separate", "", "write one PNG per image instead of one grid", ""},

@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -75,29 +76,57 @@ inline void winograd_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
         u[(4 * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
 }
 
+/// V = Bᵀ d B for 16 tiles at once: d[r][q] holds element (r, q) of the 16 tiles' 4 × 4 input
+/// patches (one lane per tile); v[ξ·ldv + 0…15] receives V_ξ, ξ = 4i + j.
+inline void winograd_bt_d_b(const __m512 d[4][4], float* v, std::ptrdiff_t ldv) {
+  __m512 e[4][4];  // e[r][j] = (d_r · B)_j
+  for (int r = 0; r < 4; ++r) {
+    e[r][0] = _mm512_sub_ps(d[r][0], d[r][2]);
+    e[r][1] = _mm512_add_ps(d[r][1], d[r][2]);
+    e[r][2] = _mm512_sub_ps(d[r][2], d[r][1]);
+    e[r][3] = _mm512_sub_ps(d[r][1], d[r][3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm512_storeu_ps(v + (0 + j) * ldv, _mm512_sub_ps(e[0][j], e[2][j]));
+    _mm512_storeu_ps(v + (4 + j) * ldv, _mm512_add_ps(e[1][j], e[2][j]));
+    _mm512_storeu_ps(v + (8 + j) * ldv, _mm512_sub_ps(e[2][j], e[1][j]));
+    _mm512_storeu_ps(v + (12 + j) * ldv, _mm512_sub_ps(e[1][j], e[3][j]));
+  }
+}
+
 /// V_ξ for 16 consecutive tiles of one channel: base points at padded (row 2ty, column 2tx0), Wp
 /// is the padded row stride; v[ξ·ldv + 0…15] receives the 16 tiles' ξ-th value. Reads padded
 /// columns 2tx0 … 2tx0 + 33 of four rows.
 inline void winograd_input16(const float* base, std::ptrdiff_t Wp, float* v, std::ptrdiff_t ldv) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  __m512 d[4][4];  // d[r][j] = (d_r · B)_j for the 16 tiles
+  __m512 d[4][4];  // d[r][q]: row r, column q of the 16 tiles' 4 × 4 patches
   for (int r = 0; r < 4; ++r) {
     const float* p = base + r * Wp;
     const __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16);
     const __m512 b0 = _mm512_loadu_ps(p + 2), b1 = _mm512_loadu_ps(p + 18);
-    const __m512 c0 = _mm512_permutex2var_ps(a0, even, a1), c1 = _mm512_permutex2var_ps(a0, odd, a1);
-    const __m512 c2 = _mm512_permutex2var_ps(b0, even, b1), c3 = _mm512_permutex2var_ps(b0, odd, b1);
-    d[r][0] = _mm512_sub_ps(c0, c2);
-    d[r][1] = _mm512_add_ps(c1, c2);
-    d[r][2] = _mm512_sub_ps(c2, c1);
-    d[r][3] = _mm512_sub_ps(c1, c3);
+    d[r][0] = _mm512_permutex2var_ps(a0, even, a1);
+    d[r][1] = _mm512_permutex2var_ps(a0, odd, a1);
+    d[r][2] = _mm512_permutex2var_ps(b0, even, b1);
+    d[r][3] = _mm512_permutex2var_ps(b0, odd, b1);
   }
+  winograd_bt_d_b(d, v, ldv);
+}
+
+/// Y = Aᵀ M A + bias for 16 tiles at once: m[ξ·ldm + 0…15] holds M_ξ of the 16 tiles; y[i][j] gets
+/// output (i, j) of each tile's 2 × 2 block.
+inline void winograd_at_m_a(const float* m, std::ptrdiff_t ldm, float bias, __m512 y[2][2]) {
+  __m512 t[2][4];  // Aᵀ M
   for (int j = 0; j < 4; ++j) {
-    _mm512_storeu_ps(v + (0 + j) * ldv, _mm512_sub_ps(d[0][j], d[2][j]));
-    _mm512_storeu_ps(v + (4 + j) * ldv, _mm512_add_ps(d[1][j], d[2][j]));
-    _mm512_storeu_ps(v + (8 + j) * ldv, _mm512_sub_ps(d[2][j], d[1][j]));
-    _mm512_storeu_ps(v + (12 + j) * ldv, _mm512_sub_ps(d[1][j], d[3][j]));
+    const __m512 m0 = _mm512_loadu_ps(m + (0 + j) * ldm), m1 = _mm512_loadu_ps(m + (4 + j) * ldm);
+    const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ldm), m3 = _mm512_loadu_ps(m + (12 + j) * ldm);
+    t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+    t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+  }
+  const __m512 b = _mm512_set1_ps(bias);
+  for (int i = 0; i < 2; ++i) {
+    y[i][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), b);
+    y[i][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), b);
   }
 }
 
@@ -108,18 +137,10 @@ inline void winograd_output16(const float* m, std::ptrdiff_t ldm, float bias, fl
                               const float* r1) {
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  __m512 t[2][4];  // Aᵀ M
-  for (int j = 0; j < 4; ++j) {
-    const __m512 m0 = _mm512_loadu_ps(m + (0 + j) * ldm), m1 = _mm512_loadu_ps(m + (4 + j) * ldm);
-    const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ldm), m3 = _mm512_loadu_ps(m + (12 + j) * ldm);
-    t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-    t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-  }
-  const __m512 b = _mm512_set1_ps(bias);
+  __m512 y[2][2];
+  winograd_at_m_a(m, ldm, bias, y);
   for (int i = 0; i < 2; ++i) {
-    const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), b);
-    const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), b);
-    __m512 a = _mm512_permutex2var_ps(y0, lo, y1), c = _mm512_permutex2var_ps(y0, hi, y1);
+    __m512 a = _mm512_permutex2var_ps(y[i][0], lo, y[i][1]), c = _mm512_permutex2var_ps(y[i][0], hi, y[i][1]);
     const float* r = i == 0 ? r0 : r1;
     if (r) {
       a = _mm512_add_ps(_mm512_loadu_ps(r), a);
@@ -167,7 +188,7 @@ struct WinoGroup {
 };
 
 /// Packed mode, input: the 16 tiles of group gi gathered lane by lane (zero past the image), then
-/// the same Bᵀ d B as winograd_input16.
+/// Bᵀ d B.
 inline void winograd_input_packed(const WinoGeom& g, const float* plane, std::ptrdiff_t gi, float* v,
                                   std::ptrdiff_t ldv) {
   alignas(64) float d[16][16];  // d[4r + q][lane] = padded(2ty + r, 2tx + q)
@@ -179,21 +200,10 @@ inline void winograd_input_packed(const WinoGeom& g, const float* plane, std::pt
         d[4 * r + q][lane] = (ty < g.tiles_y && row <= g.H + 1 && col <= g.W + 1) ? plane[row * g.Wp + col] : 0.0f;
       }
   }
-  __m512 e[4][4];  // (d_r · B)_j
-  for (int r = 0; r < 4; ++r) {
-    const __m512 c0 = _mm512_load_ps(d[4 * r]), c1 = _mm512_load_ps(d[4 * r + 1]);
-    const __m512 c2 = _mm512_load_ps(d[4 * r + 2]), c3 = _mm512_load_ps(d[4 * r + 3]);
-    e[r][0] = _mm512_sub_ps(c0, c2);
-    e[r][1] = _mm512_add_ps(c1, c2);
-    e[r][2] = _mm512_sub_ps(c2, c1);
-    e[r][3] = _mm512_sub_ps(c1, c3);
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm512_storeu_ps(v + (0 + j) * ldv, _mm512_sub_ps(e[0][j], e[2][j]));
-    _mm512_storeu_ps(v + (4 + j) * ldv, _mm512_add_ps(e[1][j], e[2][j]));
-    _mm512_storeu_ps(v + (8 + j) * ldv, _mm512_sub_ps(e[2][j], e[1][j]));
-    _mm512_storeu_ps(v + (12 + j) * ldv, _mm512_sub_ps(e[1][j], e[3][j]));
-  }
+  __m512 dv[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int q = 0; q < 4; ++q) dv[r][q] = _mm512_load_ps(d[4 * r + q]);
+  winograd_bt_d_b(dv, v, ldv);
 }
 
 /// winograd_input16 for a group of one padded plane; row-mode edge groups go through a
@@ -216,18 +226,10 @@ inline void winograd_input_group(const WinoGeom& g, const float* plane, const Wi
 inline void winograd_output_packed(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, std::ptrdiff_t gi,
                                    const float* m, std::ptrdiff_t ldm, float bias) {
   alignas(64) float y[2][2][16];  // y[i][jj][lane]: output (2ty + i, 2tx + jj)
-  const __m512 b = _mm512_set1_ps(bias);
-  __m512 t[2][4];
-  for (int j = 0; j < 4; ++j) {
-    const __m512 m0 = _mm512_loadu_ps(m + (0 + j) * ldm), m1 = _mm512_loadu_ps(m + (4 + j) * ldm);
-    const __m512 m2 = _mm512_loadu_ps(m + (8 + j) * ldm), m3 = _mm512_loadu_ps(m + (12 + j) * ldm);
-    t[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-    t[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-  }
-  for (int i = 0; i < 2; ++i) {
-    _mm512_store_ps(y[i][0], _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), b));
-    _mm512_store_ps(y[i][1], _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[i][1], t[i][2]), t[i][3]), b));
-  }
+  __m512 yv[2][2];
+  winograd_at_m_a(m, ldm, bias, yv);
+  for (int i = 0; i < 2; ++i)
+    for (int jj = 0; jj < 2; ++jj) _mm512_store_ps(y[i][jj], yv[i][jj]);
   for (int lane = 0; lane < 16; ++lane) {
     const std::ptrdiff_t tt = 16 * gi + lane, ty = tt / g.tiles_x, tx = tt % g.tiles_x;
     if (ty >= g.tiles_y) break;
