@@ -27,11 +27,11 @@ TEST_CASE("top-k/top-p masks equal the official masking", "[sampling][fixtures]"
     const auto& shape = u.at(concat("topkp.", name, ".in")).shape;
     const std::size_t V = std::size_t(shape.back()), rows = in.size() / V;
     std::vector<float> scratch(V);
-    std::vector<std::int32_t> order(V);
+    std::vector<std::uint64_t> keys(V);
     for (std::size_t r = 0; r < rows; ++r) {
       std::vector<float> row(in.begin() + std::ptrdiff_t(r * V), in.begin() + std::ptrdiff_t((r + 1) * V));
       const float top_p = params[1] > 0 ? params[1] : 1.0f;
-      top_k_top_p_mask(row, int(params[0]), top_p, scratch, order);
+      top_k_top_p_mask(row, int(params[0]), top_p, scratch, keys);
       for (std::size_t v = 0; v < V; ++v) {
         CAPTURE(r, v);
         REQUIRE(std::isinf(row[v]) == std::isinf(want[r * V + v]));  // same survivors
@@ -43,14 +43,14 @@ TEST_CASE("top-k/top-p masks equal the official masking", "[sampling][fixtures]"
 
 TEST_CASE("top-k keeps ties at the threshold; greedy keeps the maximum only", "[sampling]") {
   std::vector<float> l = {1, 5, 3, 5, 5, 2}, scratch(6);
-  std::vector<std::int32_t> order(6);
-  top_k_top_p_mask(l, 2, 1.0f, scratch, order);
+  std::vector<std::uint64_t> keys(6);
+  top_k_top_p_mask(l, 2, 1.0f, scratch, keys);
   REQUIRE(std::isinf(l[0]));
   REQUIRE(l[1] == 5);
   REQUIRE(l[3] == 5);
   REQUIRE(l[4] == 5);  // three survive a top-2 because of the tie
   std::vector<float> g = {0.5f, 2.0f, 1.0f};
-  top_k_top_p_mask(g, 1, 1.0f, scratch, order);
+  top_k_top_p_mask(g, 1, 1.0f, scratch, keys);
   REQUIRE(sample_categorical(g, 0.0) == 1);
   REQUIRE(sample_categorical(g, 0.999999) == 1);
 }
@@ -83,8 +83,8 @@ TEST_CASE("top-p orders ties by index and treats -0 as +0, like a stable sort of
     for (auto& x : l) x = values[rng() % 6];
     const float p = 0.05f + 0.9f * float(rng() % 1000) / 1000.f;
     std::vector<float> got = l, scratch(V);
-    std::vector<std::int32_t> order(V);
-    top_k_top_p_mask(got, 0, p, scratch, order);
+    std::vector<std::uint64_t> keys(V);
+    top_k_top_p_mask(got, 0, p, scratch, keys);
     const auto want = reference(l, p);
     CAPTURE(trial, V, p);
     for (std::size_t v = 0; v < V; ++v) REQUIRE(std::isinf(got[v]) == std::isinf(want[v]));
@@ -151,7 +151,7 @@ TEST_CASE("the draw refuses a row without a finite maximum or with NaN: -1, neve
       {kNaN, -kInf, kInf, 3.0f},
   };
   std::vector<float> scratch(4);
-  std::vector<std::int32_t> order(4);
+  std::vector<std::uint64_t> keys(4);
   for (const auto& row : bad) {
     for (double u : {0.0, 0.5, 0.999}) REQUIRE(sample_categorical(row, u) == -1);
     // The masks keep such a row detectable: the sampler masks first and draws second.
@@ -159,7 +159,7 @@ TEST_CASE("the draw refuses a row without a finite maximum or with NaN: -1, neve
       for (float p : {1.0f, 0.5f, 0.01f}) {
         CAPTURE(k, p);
         auto masked = row;
-        top_k_top_p_mask(masked, k, p, scratch, order);
+        top_k_top_p_mask(masked, k, p, scratch, keys);
         REQUIRE(sample_categorical(masked, 0.3) == -1);
       }
     }

@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t V = (size - kHead) / (2 * sizeof(float));
   if (V == 0 || V > 8192) return 0;
   std::vector<float> cond(V), uncond(V), guided(V), scratch(V);
-  std::vector<std::int32_t> order(V);
+  std::vector<std::uint64_t> keys(V);
   std::memcpy(cond.data(), data + kHead, V * sizeof(float));
   std::memcpy(uncond.data(), data + kHead + V * sizeof(float), V * sizeof(float));
 
@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     any_pos_inf |= l == std::numeric_limits<float>::infinity();
   }
   const bool drawable = !any_nan && !any_pos_inf && any_finite;
-  mvar::top_k_top_p_mask(guided, top_k, top_p, scratch, order);
+  mvar::top_k_top_p_mask(guided, top_k, top_p, scratch, keys);
   const double u = double(draw) / 4294967296.0;  // [0, 1)
   const std::int32_t tok = mvar::sample_categorical(guided, u);
   if (drawable) {

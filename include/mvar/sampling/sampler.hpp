@@ -192,11 +192,11 @@ class Sampler {
       tok.assign(std::size_t(B) * n, 0);
       parallel_for(pool_, std::ptrdiff_t(B) * n, 16, [&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
         thread_local std::vector<float> scratch;
-        thread_local std::vector<std::int32_t> order;
-        if (scratch.size() < std::size_t(V)) scratch.resize(std::size_t(V)), order.resize(std::size_t(V));
+        thread_local std::vector<std::uint64_t> keys;
+        if (scratch.size() < std::size_t(V)) scratch.resize(std::size_t(V)), keys.resize(std::size_t(V));
         for (std::ptrdiff_t r = r0; r < r1; ++r) {
           std::span<float> row(guided.row(r), std::size_t(V));
-          top_k_top_p_mask(row, o.top_k, o.top_p, scratch, order);
+          top_k_top_p_mask(row, o.top_k, o.top_p, scratch, keys);
           const auto b = r / n, t = r % n;
           tok[std::size_t(r)] = sample_categorical(row, rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t)));
         }

@@ -24,9 +24,9 @@
 namespace mvar {
 
 /// Masks `logits` in place. top_k ≤ 0 or ≥ V disables top-k; top_p ≥ 1 (or ≤ 0) disables top-p.
-/// `scratch` must hold V floats and `order` V ints (reused across calls, no allocation).
+/// `scratch` must hold V floats and `keys` V 64-bit sort keys (reused across calls: no allocation).
 inline void top_k_top_p_mask(std::span<float> logits, int top_k, float top_p, std::span<float> scratch,
-                             std::span<std::int32_t> order) {
+                             std::span<std::uint64_t> keys) {
   const std::size_t V = logits.size();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   if (top_k > 0 && std::size_t(top_k) < V) {
@@ -41,10 +41,8 @@ inline void top_k_top_p_mask(std::span<float> logits, int top_k, float top_p, st
     // reference removes them too. Sorting only the finite survivors gives the same mask.
     // The ascending order of the survivors, ties by index (the reference's stable sort): one
     // 64-bit key per survivor — order-preserving bits of the value (−0 as +0), then the index —
-    // sorted directly (3–4× faster than an indirect stable sort, no allocation per call). A NaN
-    // has no place in that order: such a row is left as it is, and the draw refuses it.
-    thread_local std::vector<std::uint64_t> keys;
-    if (keys.size() < V) keys.resize(V);
+    // sorted directly (3–4× faster than an indirect stable sort). A NaN has no place in that
+    // order: such a row is left as it is, and the draw refuses it.
     std::size_t m = 0;
     for (std::size_t v = 0; v < V; ++v) {
       const float l = logits[v];
@@ -57,16 +55,16 @@ inline void top_k_top_p_mask(std::span<float> logits, int top_k, float top_p, st
       keys[m++] = (std::uint64_t(u) << 32) | std::uint32_t(v);
     }
     std::sort(keys.begin(), keys.begin() + std::ptrdiff_t(m));
-    for (std::size_t j = 0; j < m; ++j) order[j] = std::int32_t(keys[j] & 0xffffffffu);
     if (m == 0) return;
-    const float mx = logits[std::size_t(order[m - 1])];
+    auto index = [&](std::size_t j) { return std::size_t(keys[j] & 0xffffffffu); };  // j-th smallest survivor
+    const float mx = logits[index(m - 1)];
     float sum = 0.f;
-    for (std::size_t j = 0; j < m; ++j) sum += (scratch[j] = std::exp(logits[std::size_t(order[j])] - mx));
+    for (std::size_t j = 0; j < m; ++j) sum += (scratch[j] = std::exp(logits[index(j)] - mx));
     const float limit = float(1.0 - double(top_p));
     float c = 0.f;
     for (std::size_t j = 0; j + 1 < m; ++j) {
       c += scratch[j] / sum;
-      if (c <= limit) logits[std::size_t(order[j])] = kNegInf;
+      if (c <= limit) logits[index(j)] = kNegInf;
     }
   }
 }
