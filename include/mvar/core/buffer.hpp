@@ -93,20 +93,17 @@ class Buffer {
   // aligned_alloc + memset.
   static T* allocate(std::size_t bytes) {
 #if defined(__linux__)
-    if (bytes >= kMapped && bytes < kHuge) {
-      void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (bytes >= kMapped) {
+      // From 2 MiB on, map kHuge more and trim both ends to a 2 MiB-aligned start.
+      const std::size_t slack = bytes >= kHuge ? kHuge : 0;
+      void* p = ::mmap(nullptr, bytes + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) return nullptr;
-      populate(p, bytes);
-      return static_cast<T*>(p);
-    }
-    if (bytes >= kHuge) {
-      void* p = ::mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) return nullptr;
-      const auto a = reinterpret_cast<std::uintptr_t>(p), start = (a + kHuge - 1) / kHuge * kHuge;
+      const auto a = reinterpret_cast<std::uintptr_t>(p);
+      const auto start = slack ? (a + kHuge - 1) / kHuge * kHuge : a;
       if (start > a) ::munmap(p, start - a);
-      if (a + kHuge > start) ::munmap(reinterpret_cast<void*>(start + bytes), a + kHuge - start);
+      if (a + slack > start) ::munmap(reinterpret_cast<void*>(start + bytes), a + slack - start);
 #if defined(MADV_HUGEPAGE)
-      ::madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);
+      if (slack) ::madvise(reinterpret_cast<void*>(start), bytes, MADV_HUGEPAGE);
 #endif
       populate(reinterpret_cast<void*>(start), bytes);
       return reinterpret_cast<T*>(start);

@@ -230,26 +230,20 @@ class PthReader {
     if (t[args.items[5]].kind != PickleKind::Dict) throw Error("tensor backward_hooks is not a dict");
     // Highest element index touched: offset + Σ (size_i − 1)·stride_i, each step checked for overflow.
     const std::uint64_t cap = s.numel;
-    std::uint64_t numel = 1, last = x.offset, dense = 1;
+    std::uint64_t last = x.offset, dense = 1, nonzero = 1;
     bool empty = false;
-    // As for safetensors (docs/reliability.md F2): each size ≤ 2^40 and the product of the
-    // non-zero sizes ≤ 2^60, so a zero size cannot carry huge others ([0, 2^62, 2^62]) past the
-    // element-count check into code that forms strides or partial products from the shape.
-    std::uint64_t nonzero = 1;
-    for (const auto e : x.shape) {
-      const auto n = std::uint64_t(e);
+    for (std::size_t i = x.shape.size(); i-- > 0;) {
+      const auto n = std::uint64_t(x.shape[i]), st_i = std::uint64_t(x.stride[i]);
+      // As for safetensors (docs/reliability.md F2): each size ≤ 2^40 and the product of the
+      // non-zero sizes ≤ 2^60 (which bounds the element count and every partial product), so a
+      // zero size cannot carry huge others ([0, 2^62, 2^62]) into code that forms strides.
       if (n > (std::uint64_t{1} << 40))
         throw Error(concat("tensor on storage '", s.key, "' has size ", n, " in one dimension, above the limit of 2^40"));
       if (n != 0 && nonzero > (std::uint64_t{1} << 60) / n)
         throw Error(concat("tensor on storage '", s.key, "' has a shape that overflows (the product of its non-zero sizes exceeds 2^60)"));
-      if (n != 0) nonzero *= n;
-    }
-    for (std::size_t i = x.shape.size(); i-- > 0;) {
-      const auto n = std::uint64_t(x.shape[i]), st_i = std::uint64_t(x.stride[i]);
       if (n == 0) empty = true;
+      else nonzero *= n;
       if (n > 1 && st_i != dense) x.contiguous = false;
-      if (n != 0 && numel > (std::uint64_t{1} << 62) / n) throw Error(concat("tensor on storage '", s.key, "' has a size that overflows"));
-      numel *= n;
       if (n > 1) {
         if (st_i != 0 && (n - 1) > (std::uint64_t{1} << 62) / st_i) throw Error(concat("tensor on storage '", s.key, "' has a stride that overflows"));
         last += (n - 1) * st_i;

@@ -19,9 +19,9 @@
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/kernels/gemm_bf16.hpp"
-#include "mvar/kernels/precision.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/gemm_stream.hpp"
+#include "mvar/kernels/precision.hpp"
 
 namespace mvar {
 
@@ -64,7 +64,6 @@ inline void linear(ThreadPool& pool, TensorView<const float, 2> x, TensorView<co
     detail::gemm_panels<Arch>(x.data(), x.stride(0), M, K, bs, N, p0, p1, bias, y.data(), y.stride(0));
   });
 }
-
 
 /// A dense layer whose weights are packed once (at load time) into the GEMM's panel layout:
 /// y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias). The layer owns copies of w (packed) and of bias.

@@ -111,12 +111,15 @@ class Transformer {
       : w_(bind_transformer_weights(st, Cfg)) {
     if (layout == WeightLayout::InPlace) return;
     const Precision p = layout == WeightLayout::PackedBF16 ? Precision::BF16 : Precision::F32;
-    auto pack = [&](const LinearWeights& l, const std::string& name) {
+    // Packs one layer into `into`: the packers read 32 rows at a time, so the file pages are
+    // faulted in at once first, and released after (the packed copy replaces them).
+    auto pack_into = [&](std::vector<PackedLinear>& into, const LinearWeights& l, const std::string& name) {
       const TensorRef* t = st.find(name + ".weight");
-      if (t) st.prefault(*t);  // the packers read 32 rows at a time: fault the pages in at once
-      packed_.emplace_back(l.weight(), l.b, p);
+      if (t) st.prefault(*t);
+      into.emplace_back(l.weight(), l.b, p);
       if (t) st.release_pages(*t);
     };
+    auto pack = [&](const LinearWeights& l, const std::string& name) { pack_into(packed_, l, name); };
     for (int i = 0; i < Cfg.depth; ++i) {
       const auto& b = w_.blocks[std::size_t(i)];
       const std::string pre = concat("blocks.", i, ".");
@@ -131,14 +134,8 @@ class Transformer {
       // The AdaLN projections (a third of d16's weights, run once per generation on ≤ 2·batch
       // rows) are bf16 too: half their memory. (In fp32 they stay in place: packing would copy
       // them for no speed.)
-      auto pack_ada = [&](const LinearWeights& l, const std::string& name) {
-        const TensorRef* t = st.find(name + ".weight");
-        if (t) st.prefault(*t);
-        packed_ada_.emplace_back(l.weight(), l.b, p);
-        if (t) st.release_pages(*t);
-      };
-      for (int i = 0; i < Cfg.depth; ++i) pack_ada(w_.blocks[std::size_t(i)].ada, concat("blocks.", i, ".ada_lin.1"));
-      pack_ada(w_.head_ada, "head_nm.ada_lin.1");
+      for (int i = 0; i < Cfg.depth; ++i) pack_into(packed_ada_, w_.blocks[std::size_t(i)].ada, concat("blocks.", i, ".ada_lin.1"));
+      pack_into(packed_ada_, w_.head_ada, "head_nm.ada_lin.1");
     }
   }
 
