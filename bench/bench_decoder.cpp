@@ -64,8 +64,8 @@ void BM_conv3x3(benchmark::State& st) {
 }
 // The decoder's 3×3 shapes: mid/level 4 (640 @ 16), level-4 upsample (640 @ 32), level 2 (320 @ 64),
 // level 1 (160 @ 128), level 0 — 70 % of all decoder FLOPs — (160 @ 256).
-// Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16) where the decoder uses
-// them (sides ≥ 32):
+// Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16) at the decoder's shapes
+// (it uses fp32 Winograd from 32 px on, bf16 Winograd at every side):
 BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16, 32}, {kThreads}, {0, 1, 2}})
     ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1, 2}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1, 2}})
     ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);

@@ -253,6 +253,22 @@ TEST_CASE("Conv2d rejects kernels other than 1×1 and 3×3", "[kernels][conv]") 
                       Catch::Contains("1×1 or 3×3"));
 }
 
+TEST_CASE("pad_copy: contiguous rows and strided views give the same padded planes", "[kernels][conv]") {
+  const int C = 3, H = 5, W = 7;
+  const auto in = randn(std::size_t(C * H * W), 4);
+  std::vector<float> wide(std::size_t(C * H * 2 * W), std::numeric_limits<float>::quiet_NaN());  // every other column
+  for (std::size_t i = 0; i < in.size(); ++i) wide[2 * i] = in[i];
+  mvar::ThreadPool pool(2);
+  std::vector<float> a(PaddedImage::floats(C, H, W), 1.f), b(PaddedImage::floats(C, H, W), 2.f);
+  mvar::pad_copy(pool, TensorView<const float, 3>(in.data(), {C, H, W}), PaddedImage(a.data(), C, H, W));
+  mvar::pad_copy(pool, TensorView<const float, 3>(wide.data(), {C, H, W}, {2 * H * W, 2 * W, 2}), PaddedImage(b.data(), C, H, W));
+  REQUIRE(a == b);  // interior copied, border and slack zeroed, in both paths
+  const auto interior = PaddedImage(a.data(), C, H, W).interior();
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) REQUIRE(interior(c, y, x) == in[std::size_t((c * H + y) * W + x)]);
+}
+
 TEST_CASE("nearest ×2 upsampling, plain and into padded planes", "[kernels][conv]") {
   const int C = 3, H = 5, W = 7;
   const auto in = randn(std::size_t(C * H * W), 3);
