@@ -4,9 +4,11 @@
 // and misaligned views, with and without bias; and bit-identity across thread counts.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
@@ -226,3 +228,46 @@ TEST_CASE("PackedLinear BF16 on the d16 shapes: within the bound, same bits for 
   REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)) == 0);
   REQUIRE(std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * sizeof(float)) == 0);
 }
+
+#if defined(MVAR_HAS_BF16_GEMM)
+TEST_CASE("bf16 A packing (vector blocks + scalar tail) == bf16_round pair by pair", "[kernels][linear][bf16]") {
+  using mvar::detail::bf16_round;
+  constexpr Index MR = mvar::detail::Bf16Tile::MR;
+  const Index M = GENERATE(1, 13, 14, 15, 29);
+  const Index K = GENERATE(1, 31, 32, 33, 63, 64, 100, 257);
+  const Index Kp = (K + 1) / 2;
+  const Index q0 = GENERATE(0, 5, 16);
+  if (q0 >= Kp) return;
+  const Index kcp = std::min<Index>(Kp - q0, GENERATE(Index(16), Index(37), Index(128)));
+  CAPTURE(M, K, q0, kcp);
+  const Index ldx = K + 3;
+  std::mt19937 rng(unsigned(M * 1000 + K * 10 + q0));
+  std::normal_distribution<float> nd;
+  // Specials in every position class: ties (1 + 2⁻⁸ rounds to even, 1 + 3·2⁻⁸ up), ±0, ±inf,
+  // NaN (must stay NaN), the largest finite float (rounds to inf), denormals (kept, not flushed).
+  const float specials[] = {1.0f + 0x1p-8f,  1.0f + 3 * 0x1p-8f, -0.0f, 0.0f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::max(), 0x1p-140f, -0x1.8p-130f};
+  std::vector<float> x(std::size_t(M * ldx));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 7 == 3 ? specials[(i / 7) % std::size(specials)] : nd(rng);
+  const Index panels = (M + MR - 1) / MR;
+  std::vector<std::uint32_t> got(std::size_t(panels * kcp * MR), 0xdeadbeefu);
+  mvar::detail::pack_a_bf16(x.data(), ldx, M, K, 0, panels, q0, kcp, got.data());
+  Index mismatches = 0, first = -1;
+  for (Index i = 0; i < panels; ++i)
+    for (Index q = 0; q < kcp; ++q)
+      for (Index r = 0; r < MR; ++r) {
+        const Index m = i * MR + r, k = 2 * (q0 + q);
+        std::uint32_t want = 0;
+        if (m < M) {
+          const std::uint32_t lo = k < K ? bf16_round(x[std::size_t(m * ldx + k)]) : 0u;
+          const std::uint32_t hi = k + 1 < K ? bf16_round(x[std::size_t(m * ldx + k + 1)]) : 0u;
+          want = lo | (hi << 16);
+        }
+        const Index at = (i * kcp + q) * MR + r;
+        if (got[std::size_t(at)] != want && mismatches++ == 0) first = at;
+      }
+  CAPTURE(first);
+  REQUIRE(mismatches == 0);
+}
+#endif

@@ -58,23 +58,55 @@ inline void pack_b_bf16_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t
         }
 }
 
+/// Sixteen fp32 lanes rounded as bf16_round does (nearest even; a NaN stays a quiet NaN), the
+/// bf16 in the high half of each 32-bit lane.
+inline __m512i bf16_round_hi16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+  return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+}
+
+/// The 16 bf16 pairs of 32 consecutive floats: lane j = bf16(p[2j]) | bf16(p[2j + 1]) << 16.
+inline __m512i bf16_pairs16(const float* p) {
+  // The high 16-bit word of each of the 32 rounded lanes, in order: words 1, 3, …, 63 of (r0, r1).
+  alignas(64) static constexpr std::uint16_t kOddWords[32] = {1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21,
+                                                             23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43,
+                                                             45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+  return _mm512_permutex2var_epi16(bf16_round_hi16(_mm512_loadu_ps(p)), _mm512_load_si512(kOddWords),
+                                   bf16_round_hi16(_mm512_loadu_ps(p + 16)));
+}
+
 /// Packs rows of x (M rows, K columns) into 14-row micro-panels [i0, i1) of bf16 pairs, k-pairs
-/// [q0, q0 + kcp): panel i goes to dst + (i − i0)·kcp·MR (zero-padded rows and k).
+/// [q0, q0 + kcp): panel i goes to dst + (i − i0)·kcp·MR (zero-padded rows and k). Blocks of 16
+/// pairs are rounded and transposed in registers; a block reaching past K goes pair by pair.
 inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, std::ptrdiff_t i0,
                         std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp, std::uint32_t* dst) {
   constexpr int MR = Bf16Tile::MR;
+  static_assert(MR <= 16);
+  // Pairs [q0, q0 + vec) read only columns < K in whole blocks of 16.
+  const std::ptrdiff_t vec = std::clamp<std::ptrdiff_t>((K / 2 - q0) / 16 * 16, 0, kcp / 16 * 16);
   for (std::ptrdiff_t i = i0; i < i1; ++i) {
     std::uint32_t* d = dst + (i - i0) * kcp * MR;
+    const int rows = int(std::clamp<std::ptrdiff_t>(M - i * MR, 0, MR));
+    for (std::ptrdiff_t qb = 0; qb < vec; qb += 16) {
+      __m512i blk[16];
+      for (int r = 0; r < 16; ++r)
+        blk[r] = r < rows ? bf16_pairs16(x + (i * MR + r) * ldx + 2 * (q0 + qb)) : _mm512_setzero_si512();
+      transpose16_store(blk, MR, d + qb * MR, MR);
+    }
     for (int r = 0; r < MR; ++r) {
       const std::ptrdiff_t m = i * MR + r;
       if (m >= M) {
-        for (std::ptrdiff_t q = 0; q < kcp; ++q) d[q * MR + r] = 0;
+        for (std::ptrdiff_t q = vec; q < kcp; ++q) d[q * MR + r] = 0;
         continue;
       }
       const float* src = x + m * ldx;
-      for (std::ptrdiff_t q = 0; q < kcp; ++q) {
+      for (std::ptrdiff_t q = vec; q < kcp; ++q) {
         const std::ptrdiff_t k = 2 * (q0 + q);
-        const std::uint32_t lo = bf16_round(src[k]);
+        const std::uint32_t lo = k < K ? bf16_round(src[k]) : 0u;
         const std::uint32_t hi = k + 1 < K ? bf16_round(src[k + 1]) : 0u;
         d[q * MR + r] = lo | (hi << 16);
       }

@@ -29,9 +29,13 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include <xsimd/xsimd.hpp>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "mvar/core/assert.hpp"
 #include "mvar/core/buffer.hpp"
@@ -138,12 +142,55 @@ inline void gemm_micro_rows(int rows, std::ptrdiff_t kc, const float* a, const f
     gemm_micro<Arch, MR, Rows, NV, false>(kc, a, b, c, ldc, load_c, bias);
 }
 
+#if defined(__AVX512F__)
+/// Transposes 16 rows of 16 u32 (rows[r], lane q) and stores column q's first `n` rows to
+/// dst + q·ld (masked stores: rows[n…15] are never written).
+inline void transpose16_store(const __m512i rows[16], int n, std::uint32_t* dst, std::ptrdiff_t ld) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // in each 128-bit lane L: (a, b) → a0 b0 a1 b1 | a2 b2 a3 b3
+    t[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + k], 128-bit lane L: rows 4i…4i+3 of column 4L + k
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  const __mmask16 m = __mmask16((1u << n) - 1u);
+  for (int k = 0; k < 4; ++k) {
+    const __m512i s0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44), s1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
+    const __m512i s2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44), s3 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
+    _mm512_mask_storeu_epi32(dst + (0 + k) * ld, m, _mm512_shuffle_i32x4(s0, s2, 0x88));
+    _mm512_mask_storeu_epi32(dst + (4 + k) * ld, m, _mm512_shuffle_i32x4(s0, s2, 0xDD));
+    _mm512_mask_storeu_epi32(dst + (8 + k) * ld, m, _mm512_shuffle_i32x4(s1, s3, 0x88));
+    _mm512_mask_storeu_epi32(dst + (12 + k) * ld, m, _mm512_shuffle_i32x4(s1, s3, 0xDD));
+  }
+}
+
+#endif
+
 /// dst[k·R + r] = src[r·ld + k] for k < kc, r < R, and 0 for rows r ≥ valid: R rows of a row-major
 /// matrix transposed into k-major order. k is blocked by KB so the destination block (KB·R floats)
 /// stays in L1 while the R source rows are read (writing column by column over the whole strip
-/// would evict each line R times).
+/// would evict each line R times). AVX-512 with R ≤ 16 (the A micro-panels): blocks of 16 k go
+/// through an in-register transpose, the rest element by element.
 template <int R, std::ptrdiff_t KB>
 inline void pack_transposed(const float* src, std::ptrdiff_t ld, int valid, std::ptrdiff_t kc, float* dst) {
+#if defined(__AVX512F__)
+  if constexpr (R <= 16) {
+    const std::ptrdiff_t vec = kc / 16 * 16;
+    for (std::ptrdiff_t k = 0; k < vec; k += 16) {
+      __m512i rows[16];
+      for (int r = 0; r < 16; ++r)
+        rows[r] = r < valid ? _mm512_castps_si512(_mm512_loadu_ps(src + r * ld + k)) : _mm512_setzero_si512();
+      transpose16_store(rows, R, reinterpret_cast<std::uint32_t*>(dst + k * R), R);
+    }
+    for (std::ptrdiff_t k = vec; k < kc; ++k)
+      for (int r = 0; r < R; ++r) dst[k * R + r] = r < valid ? src[r * ld + k] : 0.0f;
+    return;
+  }
+#endif
   for (std::ptrdiff_t kb = 0; kb < kc; kb += KB) {
     const std::ptrdiff_t ke = std::min(kc, kb + KB);
     if (valid == R) {
