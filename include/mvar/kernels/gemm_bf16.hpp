@@ -180,16 +180,17 @@ inline std::size_t bf16_a_scratch_elems(std::ptrdiff_t M, std::ptrdiff_t K) {
 /// into the calling thread's scratch) and packed B (bf16 panels); loop order as drive_panels.
 inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
                              const std::uint16_t* bp, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
-                             const float* bias, float* y, std::ptrdiff_t ldy) {
+                             const float* bias, float* y, std::ptrdiff_t ldy, const std::uint32_t* a_packed = nullptr) {
   constexpr int MR = Bf16Tile::MR, NR = Bf16Tile::NR;
   const std::ptrdiff_t Kp = (K + 1) / 2;
   // The u32 pairs live in the fp32 scratch slot (same element size).
   static_assert(sizeof(float) == sizeof(std::uint32_t));
-  auto* ap = reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
+  auto* ap = a_packed ? const_cast<std::uint32_t*>(a_packed)
+                      : reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
   drive_panels<MR, NR, Bf16Tile::KCP, Bf16Tile::MCP>(
       M, Kp, N, p0, p1, bias, y, ldy,
       [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp) {
-        pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap);
+        if (!a_packed) pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap);
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {

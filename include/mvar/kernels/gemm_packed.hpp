@@ -69,10 +69,11 @@ inline const float* panel_bias(const float* bias, std::ptrdiff_t n0, std::ptrdif
 }
 
 /// Per-thread packing scratch, grown (never shrunk) to the largest request: memory is allocated
-/// on the first calls at a new largest shape only, never in the kernels' loops. Slot 0: packed A
-/// (caller thread, read by all chunks), slot 1: a chunk's packed B block.
+/// on the first calls at a new largest shape only, never in the kernels' loops. Slot 0: a chunk's
+/// packed A, slot 1: a chunk's packed B block, slot 2: A packed by all threads together for one
+/// call (owned by the calling thread, read by every chunk).
 inline float* thread_scratch(int slot, std::size_t n) {
-  thread_local Buffer<float> bufs[2];
+  thread_local Buffer<float> bufs[3];
   if (bufs[slot].size() < n) bufs[slot] = Buffer<float>(n + n / 4);
   return bufs[slot].data();
 }
@@ -301,11 +302,12 @@ struct BSource {
 };
 
 /// Output panels [p0, p1) of y = x · B (+ bias) for all M rows. Packs A (and, from raw W, this
-/// chunk's B panels) into the calling thread's scratch.
+/// chunk's B panels) into the calling thread's scratch — or reads A already packed for all of K
+/// (a_packed, one row block: M ≤ MCP·MR; see shares_packed_a).
 template <class Arch>
 inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, const BSource& bs,
                         std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1, const float* bias, float* y,
-                        std::ptrdiff_t ldy) {
+                        std::ptrdiff_t ldy, const float* a_packed = nullptr) {
   using T = GemmTile<Arch>;
   constexpr int MR = T::MR, NV = T::NV, NR = T::NR;
   // Raw W: pack this chunk's panels over all of K first, reading each W row front to back (long
@@ -325,11 +327,11 @@ inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
     bpacked = scratch;
     pbase = p0;
   }
-  float* ap = thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
+  const float* ap = a_packed ? a_packed : thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
   drive_panels<MR, NR, T::KC, T::MCP>(
       M, K, N, p0, p1, bias, y, ldy,
       [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t k0, std::ptrdiff_t kc) {
-        pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, ap);
+        if (!a_packed) pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, const_cast<float*>(ap));
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
@@ -343,6 +345,13 @@ inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
 /// each core on its own stretch of the B stream and packs A once per core.
 inline std::ptrdiff_t gemm_chunk_panels(std::ptrdiff_t panels, int threads) {
   return std::max<std::ptrdiff_t>(1, (panels + threads - 1) / std::max(threads, 1));
+}
+
+/// Whether a call packs A once, split over the threads, instead of once per thread: with more
+/// than one thread, M rows in one row block (≤ mcp micro-panels of mr rows) and enough rows that
+/// the packing outweighs one more dispatch of the pool.
+inline bool shares_packed_a(std::ptrdiff_t M, int mr, std::ptrdiff_t mcp, int threads) {
+  return threads > 1 && M >= 4 * mr && (M + mr - 1) / mr <= mcp;
 }
 
 }  // namespace mvar::detail

@@ -103,7 +103,9 @@ class PackedLinear {
 
   /// y = x · wᵀ + bias. x: [M, K], y: [M, N], unit stride along the last axis, any row
   /// strides; y must not alias x. Packing scratch: a per-thread buffer grown on first use to
-  /// min(M, 588)·K floats at most (fp32; half for bf16) — allocated on the first calls only.
+  /// min(M, 588)·K floats at most (fp32; half for bf16) — allocated on the first calls only. With
+  /// several threads and 56…588 rows, A is packed once, split over the threads, into the calling
+  /// thread's buffer, and every column chunk reads it.
   void operator()(ThreadPool& pool, TensorView<const float, 2> x, TensorView<float, 2> y) const {
     MVAR_ASSERT(x.extent(1) == K_ && y.extent(1) == N_ && y.extent(0) == x.extent(0));
     MVAR_ASSERT(x.stride(1) == 1 || x.extent(1) <= 1);
@@ -118,17 +120,34 @@ class PackedLinear {
     }
 #if defined(MVAR_HAS_BF16_GEMM)
     if (precision_ == Precision::BF16) {
-      const std::ptrdiff_t panels_b = (N_ + detail::Bf16Tile::NR - 1) / detail::Bf16Tile::NR;
+      using B = detail::Bf16Tile;
+      const std::ptrdiff_t panels_b = (N_ + B::NR - 1) / B::NR, Kp = (K_ + 1) / 2;
+      const std::uint32_t* ap = nullptr;
+      if (detail::shares_packed_a(M, B::MR, B::MCP, pool.threads())) {
+        auto* dst = reinterpret_cast<std::uint32_t*>(detail::thread_scratch(2, detail::bf16_a_scratch_elems(M, K_)));
+        pack_shared(pool, M, B::MR, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+          detail::pack_a_bf16(x.data(), x.stride(0), M, K_, i0, i1, 0, Kp, dst + i0 * Kp * B::MR);
+        });
+        ap = dst;
+      }
       parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-        detail::gemm_bf16_panels(x.data(), x.stride(0), M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0));
+        detail::gemm_bf16_panels(x.data(), x.stride(0), M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0), ap);
       });
       return;
     }
 #endif
     const std::ptrdiff_t panels_b = (N_ + T::NR - 1) / T::NR;
     const detail::BSource bs{w_.data(), nullptr, 0};
+    const float* ap = nullptr;
+    if (detail::shares_packed_a(M, T::MR, T::MCP, pool.threads())) {
+      float* dst = detail::thread_scratch(2, detail::a_scratch_elems<T::MR, T::KC, T::MCP>(M, K_));
+      pack_shared(pool, M, T::MR, [&](std::ptrdiff_t i0, std::ptrdiff_t i1) {
+        detail::pack_a<Arch>(x.data(), x.stride(0), M, i0, i1, 0, K_, dst + i0 * K_ * T::MR);
+      });
+      ap = dst;
+    }
     parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-      detail::gemm_panels<Arch>(x.data(), x.stride(0), M, K_, bs, N_, p0, p1, bias, y.data(), y.stride(0));
+      detail::gemm_panels<Arch>(x.data(), x.stride(0), M, K_, bs, N_, p0, p1, bias, y.data(), y.stride(0), ap);
     });
   }
 
@@ -141,6 +160,15 @@ class PackedLinear {
  private:
   using Arch = xsimd::default_arch;
   using T = detail::GemmTile<Arch>;
+
+  // Packs A's micro-panels [0, ⌈M/mr⌉) once for all chunks, split over the threads (pack(i0, i1)
+  // packs panels [i0, i1) into the calling thread's shared slot; the bits do not depend on the
+  // split). Every chunk then reads the same packed A instead of packing its own copy.
+  template <class Pack>
+  static void pack_shared(ThreadPool& pool, std::ptrdiff_t M, int mr, Pack&& pack) {
+    const std::ptrdiff_t panels_a = (M + mr - 1) / mr;
+    parallel_for(pool, panels_a, detail::gemm_chunk_panels(panels_a, pool.threads()), pack);
+  }
 
   std::ptrdiff_t K_ = 0, N_ = 0;
   bool has_bias_ = false;
