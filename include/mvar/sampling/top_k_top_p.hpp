@@ -82,12 +82,15 @@ inline std::int32_t sample_categorical(std::span<const float> logits, double u) 
     if (l > mx) mx = l, arg = v;
   }
   if (nan || !(mx > -kInf && mx < kInf)) return -1;
+  // Masked entries (−inf) weigh exactly 0: skipped without an exp (same sums, same draw).
   double total = 0;
-  for (float l : logits) total += std::exp(double(l) - mx);
+  for (float l : logits)
+    if (l != -kInf) total += std::exp(double(l) - mx);
   const double target = u * total;
   double c = 0;
   std::size_t last_positive = arg;
   for (std::size_t v = 0; v < logits.size(); ++v) {
+    if (logits[v] == -kInf) continue;
     const double p = std::exp(double(logits[v]) - mx);
     if (p > 0) last_positive = v;
     c += p;
