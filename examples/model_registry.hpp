@@ -30,7 +30,8 @@ namespace mvar {
 
 struct RunRequest {
   std::string transformer, vae, model = "auto", mode = "mvar", output = "mvar_out.png", weights = "packed";
-  bool winograd = true;  // decoder: Winograd form of the large 3×3 convolutions
+  bool winograd = true;     // decoder: Winograd form of the large 3×3 convolutions
+  bool large_tiles = true;  // … in F(4×4, 3×3) on the narrow fp32 layers (VqvaeDecoder::Options)
   std::vector<int> labels;
   int batch = 0, threads = 1;
   std::uint64_t seed = 0;
@@ -122,7 +123,7 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
   const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
   // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
-  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32});
+  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32, req.large_tiles});
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;

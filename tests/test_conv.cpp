@@ -51,13 +51,13 @@ Problem make_problem(int ci, int co, int h, int w, int k, unsigned seed) {
 // Runs Conv2d (vector type V) on p with `threads`; residual added when with_residual.
 template <class V = xsimd::batch<float>>
 std::vector<float> run_conv(const Problem& p, int threads, bool with_residual, bool in_place = false, bool winograd = false,
-                            mvar::Precision precision = mvar::Precision::F32) {
+                            mvar::Precision precision = mvar::Precision::F32, int tile = 2) {
   mvar::ThreadPool pool(threads);
   std::vector<float> planes(PaddedImage::floats(p.ci, p.h, p.w), std::numeric_limits<float>::quiet_NaN());
   const PaddedImage img(planes.data(), p.ci, p.h, p.w);
   mvar::pad_copy(pool, TensorView<const float, 3>(p.in.data(), {p.ci, p.h, p.w}), img);
   mvar::Conv2d conv(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, p.k, p.k}), p.bias);
-  if (winograd) conv.enable_winograd(precision);
+  if (winograd) conv.enable_winograd(precision, tile);
   std::vector<float> out(std::size_t(p.co * p.h * p.w), std::numeric_limits<float>::quiet_NaN());
   TensorView<float, 3> ov(out.data(), {p.co, p.h, p.w});
   if (in_place) {
@@ -90,50 +90,69 @@ double error_ratio(const Problem& p, const std::vector<float>& got, bool with_re
   return worst;
 }
 
-// Worst |got − ref| / bound for the Winograd F(2×2, 3×3) form. Its sums are reassociated, so the
+// |Bᵀ|, |G|, |Aᵀ| of F(m×m, 3×3), m = 2 or 4 (winograd.hpp), for the error bound below.
+struct WinoAbs {
+  int m, a;  // output tile, input patch (m + 2)
+  double BT[6][6], G[6][3], AT[4][6];
+};
+WinoAbs wino_abs(int m) {
+  if (m == 2)
+    return {2, 4,
+            {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}},
+            {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}},
+            {{1, 1, 1, 0}, {0, 1, 1, 1}}};
+  return {4, 6,
+          {{4, 0, 5, 0, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}},
+          {{0.25, 0, 0}, {1.0 / 6, 1.0 / 6, 1.0 / 6}, {1.0 / 6, 1.0 / 6, 1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+           {1.0 / 24, 1.0 / 12, 1.0 / 6}, {0, 0, 1}},
+          {{1, 1, 1, 1, 1, 0}, {0, 1, 1, 2, 2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, 1, 8, 8, 1}}};
+}
+
+// Worst |got − ref| / bound for the Winograd F(m×m, 3×3) form. Its sums are reassociated, so the
 // bound uses the magnitudes the transformed computation actually adds: per output tile and
 // channel, |Y| = |Aᵀ| (Σ_c (|G| |g_c| |G|ᵀ) ⊙ (|Bᵀ| |d_c| |B|)) |A| (each product, transform and
-// sum rounded at most once per term: γ_n with n = ci + 16 covers the channel sum, the transforms
-// and the rounding of U to float), plus |bias| and |residual|. Tiles that reach past the image
-// (H or W odd) are zero-padded there, as in the kernel. rel: the extra relative error of each
-// product (bf16 form: U and V each rounded to 8 significant bits, 2·2⁻⁹ + 2⁻¹⁸).
-double winograd_error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual, double rel = 0) {
-  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};  // |G|
-  static constexpr double B[4][4] = {{1, 0, 0, 0}, {0, 1, 1, 1}, {1, 1, 1, 0}, {0, 0, 0, 1}};   // |B| (= |Bᵀ|ᵀ)
-  static constexpr double A[4][2] = {{1, 0}, {1, 1}, {1, 1}, {0, 1}};                             // |A|
+// sum rounded at most once per term: γ_n with n = ci + 16 (m = 2) or ci + 36 (m = 4: longer
+// transform chains) covers the channel sum, the transforms and the rounding of U to float), plus
+// |bias| and |residual|. Tiles that reach past the image are zero-padded there, as in the kernel.
+// rel: the extra relative error of each product (bf16 form: U and V each rounded to 8
+// significant bits, 2·2⁻⁹ + 2⁻¹⁸).
+double winograd_error_ratio(const Problem& p, const std::vector<float>& got, bool with_residual, double rel = 0,
+                            int m = 2) {
+  const WinoAbs T = wino_abs(m);
+  const int A = T.a;
   const auto want = mvar::ref::conv2d(p.in, p.ci, p.h, p.w, p.wt, p.bias, p.co, 3);
   auto in_at = [&](int c, int y, int x) { return (y < 0 || x < 0 || y >= p.h || x >= p.w) ? 0.0 : std::abs(double(p.in[std::size_t((c * p.h + y) * p.w + x)])); };
-  const double g = (gamma_n(p.ci + 16) + rel) * (1 + rel);
+  const double g = (gamma_n(p.ci + (m == 2 ? 16 : 36)) + rel) * (1 + rel);
   double worst = 0;
   for (int o = 0; o < p.co; ++o)
-    for (int ty = 0; ty < (p.h + 1) / 2; ++ty)
-      for (int tx = 0; tx < (p.w + 1) / 2; ++tx) {
-        double S[4][4] = {};
+    for (int ty = 0; ty < (p.h + m - 1) / m; ++ty)
+      for (int tx = 0; tx < (p.w + m - 1) / m; ++tx) {
+        double S[6][6] = {};
         for (int c = 0; c < p.ci; ++c) {
-          double u[4][4] = {}, v[4][4] = {}, t[4][3] = {}, e[4][4] = {};
+          double u[6][6] = {}, v[6][6] = {}, t[6][3] = {}, e[6][6] = {};
           const float* w = &p.wt[std::size_t((o * p.ci + c) * 9)];
-          for (int i = 0; i < 4; ++i)
+          for (int i = 0; i < A; ++i)
             for (int b = 0; b < 3; ++b)
-              for (int a = 0; a < 3; ++a) t[i][b] += G[i][a] * std::abs(double(w[a * 3 + b]));
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j)
-              for (int b = 0; b < 3; ++b) u[i][j] += t[i][b] * G[j][b];
-          for (int r = 0; r < 4; ++r)
-            for (int j = 0; j < 4; ++j)
-              for (int q = 0; q < 4; ++q) e[r][j] += in_at(c, 2 * ty - 1 + r, 2 * tx - 1 + q) * B[q][j];
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j)
-              for (int r = 0; r < 4; ++r) v[i][j] += B[r][i] * e[r][j];
-          for (int i = 0; i < 4; ++i)
-            for (int j = 0; j < 4; ++j) S[i][j] += u[i][j] * v[i][j];
+              for (int a = 0; a < 3; ++a) t[i][b] += T.G[i][a] * std::abs(double(w[a * 3 + b]));
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              for (int b = 0; b < 3; ++b) u[i][j] += t[i][b] * T.G[j][b];
+          for (int r = 0; r < A; ++r)
+            for (int j = 0; j < A; ++j)
+              for (int q = 0; q < A; ++q) e[r][j] += in_at(c, m * ty - 1 + r, m * tx - 1 + q) * T.BT[j][q];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              for (int r = 0; r < A; ++r) v[i][j] += T.BT[i][r] * e[r][j];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) S[i][j] += u[i][j] * v[i][j];
         }
-        for (int a = 0; a < 2; ++a)
-          for (int b = 0; b < 2; ++b) {
-            if (2 * ty + a >= p.h || 2 * tx + b >= p.w) continue;
+        for (int a = 0; a < m; ++a)
+          for (int b = 0; b < m; ++b) {
+            if (m * ty + a >= p.h || m * tx + b >= p.w) continue;
             double mag = std::abs(double(p.bias[std::size_t(o)]));
-            for (int i = 0; i < 4; ++i)
-              for (int j = 0; j < 4; ++j) mag += A[i][a] * S[i][j] * A[j][b];
-            const std::size_t at = std::size_t((o * p.h + 2 * ty + a) * p.w + 2 * tx + b);
+            for (int i = 0; i < A; ++i)
+              for (int j = 0; j < A; ++j) mag += T.AT[a][i] * S[i][j] * T.AT[b][j];
+            const std::size_t at = std::size_t((o * p.h + m * ty + a) * p.w + m * tx + b);
             const double r = with_residual ? p.residual[at] : 0.0;
             if (!std::isfinite(got[at])) return std::numeric_limits<double>::infinity();
             worst = std::max(worst, std::abs(double(got[at]) - (want[at] + r)) / (g * (mag + std::abs(r)) + 1e-30));
@@ -169,6 +188,45 @@ TEST_CASE("Conv2d Winograd F(2x2,3x3) == naive reference within its error bound"
   if (have && ci > 1 && p.h * p.w > 1) REQUIRE(run_conv(p, 2, false, false, true) != run_conv(p, 2, false));
 }
 
+TEST_CASE("Conv2d Winograd F(4x4,3x3) == naive reference within its error bound", "[kernels][conv][winograd]") {
+  const int ci = GENERATE(1, 3, 37, 160);
+  const int co = GENERATE(1, 13, 32);
+  // Whole 16-tile groups (4 × 64), then edges: H not a multiple of 4, W not a multiple of 64,
+  // images narrower than a group or smaller than a tile.
+  const auto hw = GENERATE(std::pair{4, 64}, std::pair{8, 128}, std::pair{1, 1}, std::pair{3, 5}, std::pair{7, 50},
+                           std::pair{9, 130}, std::pair{16, 16}, std::pair{6, 66});
+  CAPTURE(ci, co, hw.first, hw.second);
+  const auto p = make_problem(ci, co, hw.first, hw.second, 3, unsigned(ci * 7 + co));
+  mvar::Conv2d probe(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+  const std::size_t direct_bytes = probe.bytes();
+  const bool have = probe.enable_winograd(mvar::Precision::F32, 4);
+#if defined(MVAR_HAS_WINOGRAD)
+  REQUIRE(have);
+  REQUIRE(probe.winograd_tile() == 4);
+  REQUIRE(probe.bytes() == (direct_bytes - std::size_t(co) * 4) / 9 * 36 + std::size_t(co) * 4);
+#else
+  REQUIRE(!have);
+  REQUIRE(probe.winograd_tile() == 0);
+#endif
+  const auto got = run_conv(p, 2, false, false, true, mvar::Precision::F32, 4);
+  REQUIRE(winograd_error_ratio(p, got, false, 0, 4) <= 1.0);
+  REQUIRE(winograd_error_ratio(p, run_conv(p, 2, true, false, true, mvar::Precision::F32, 4), true, 0, 4) <= 1.0);
+#if defined(MVAR_HAS_WINOGRAD)
+  // F(4×4) really ran: it is neither the direct nor the F(2×2) arithmetic.
+  if (ci > 1 && p.h * p.w > 1) {
+    REQUIRE(got != run_conv(p, 2, false));
+    REQUIRE(got != run_conv(p, 2, false, false, true, mvar::Precision::F32, 2));
+  }
+#endif
+  // BF16 keeps the 2 × 2 tile (F(4×4)'s transforms would amplify bf16 rounding several times).
+  mvar::Conv2d b(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 3, 3}), p.bias);
+  b.enable_winograd(mvar::Precision::BF16, 4);
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+  REQUIRE(b.winograd_tile() == 2);
+#endif
+  REQUIRE_THROWS_WITH(b.enable_winograd(mvar::Precision::F32, 3), Catch::Contains("tile must be 2 or 4"));
+}
+
 TEST_CASE("Conv2d Winograd with bf16 products == naive reference within the bf16 bound", "[kernels][conv][winograd]") {
   const int ci = GENERATE(1, 2, 3, 37, 160);
   const int co = GENERATE(1, 13, 32);
@@ -192,17 +250,18 @@ TEST_CASE("Conv2d Winograd with bf16 products == naive reference within the bf16
 
 TEST_CASE("Conv2d Winograd: residual in place, same bits for any thread count", "[kernels][conv][winograd]") {
   for (const auto precision : {mvar::Precision::F32, mvar::Precision::BF16})
-    for (const auto& hw : {std::pair{10, 64}, std::pair{9, 70}}) {
-      CAPTURE(int(precision), hw.first, hw.second);
-      const auto p = make_problem(40, 24, hw.first, hw.second, 3, 9);
-      const auto base = run_conv(p, 1, true, false, true, precision);
-      REQUIRE(std::memcmp(base.data(), run_conv(p, 2, true, true, true, precision).data(), base.size() * sizeof(float)) == 0);
-      for (int t : {2, 3, 8}) {
-        CAPTURE(t);
-        const auto got = run_conv(p, t, true, false, true, precision);
-        REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
+    for (const int tile : {2, 4})
+      for (const auto& hw : {std::pair{10, 64}, std::pair{9, 70}}) {
+        CAPTURE(int(precision), tile, hw.first, hw.second);
+        const auto p = make_problem(40, 24, hw.first, hw.second, 3, 9);
+        const auto base = run_conv(p, 1, true, false, true, precision, tile);
+        REQUIRE(std::memcmp(base.data(), run_conv(p, 2, true, true, true, precision, tile).data(), base.size() * sizeof(float)) == 0);
+        for (int t : {2, 3, 8}) {
+          CAPTURE(t);
+          const auto got = run_conv(p, t, true, false, true, precision, tile);
+          REQUIRE(std::memcmp(base.data(), got.data(), base.size() * sizeof(float)) == 0);
+        }
       }
-    }
   const auto p = make_problem(8, 8, 4, 4, 3, 9);
   mvar::Conv2d one(TensorView<const float, 4>(p.wt.data(), {p.co, p.ci, 1, 1}), p.bias);  // 1×1: never
   REQUIRE(!one.enable_winograd());

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "fixtures_path.hpp"
@@ -78,18 +79,25 @@ TEST_CASE("tiny VQVAE decoder reproduces img_dec and img_u8 of both traces", "[m
 }
 
 TEST_CASE("VQVAE decoder: the Winograd form really runs and stays close to the direct one", "[model][vqvae][winograd]") {
+  // large_tiles: F(4×4, 3×3) on every Winograd layer of the tiny VAE (all ≤ 160 channels), else F(2×2).
+  const bool large = GENERATE(true, false);
+  CAPTURE(large);
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
-  const mvar::VqvaeDecoder wino(vae, mvar::VaeConfig::tiny()), direct(vae, mvar::VaeConfig::tiny(), {false});
+  const mvar::VqvaeDecoder wino(vae, mvar::VaeConfig::tiny(), {true, mvar::Precision::F32, large}),
+      direct(vae, mvar::VaeConfig::tiny(), {false});
   const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
   const auto a = decode_trace(wino, trace, 2), b = decode_trace(direct, trace, 2);
   double m = 0;
   for (std::size_t i = 0; i < a.img.size(); ++i) m = std::max(m, std::abs(double(a.img[i]) - b.img[i]));
   CAPTURE(m);
   REQUIRE(m <= kImgTol);  // both are float32 orderings of the same sums
+  REQUIRE(std::string(direct.conv_form()) == "direct");
 #if defined(MVAR_HAS_WINOGRAD)
+  REQUIRE(std::string(wino.conv_form()) == (large ? "winograd-f4" : "winograd"));
   REQUIRE(wino.conv_bytes() > direct.conv_bytes());
   REQUIRE(m > 0);  // different summation: the Winograd path was taken
 #else
+  REQUIRE(std::string(wino.conv_form()) == "direct");
   REQUIRE(wino.conv_bytes() == direct.conv_bytes());
   REQUIRE(m == 0);
 #endif

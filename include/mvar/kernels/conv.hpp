@@ -186,18 +186,33 @@ class Conv2d {
   /// Replaces the direct form of a 3×3 layer by its Winograd F(2×2, 3×3) form (winograd.hpp),
   /// which forward() then takes for every image shape: 16/9 of the direct weights' memory in
   /// fp32, 8/9 in bf16 (Precision::BF16: bf16 products with fp32 sums, AVX512-BF16 builds; fp32
-  /// elsewhere — winograd_precision() says which). Returns whether the layer now runs Winograd:
+  /// elsewhere — winograd_precision() says which). tile = 4 asks for F(4×4, 3×3) instead: 2.25
+  /// products per output instead of 4, 36/9 of the direct weights' memory, fp32 only (with BF16
+  /// the tile stays 2; winograd_tile() says which). Returns whether the layer now runs Winograd:
   /// false for 1×1 layers and non-AVX-512 builds, which keep the direct kernel.
-  bool enable_winograd(Precision precision = Precision::F32) {
+  bool enable_winograd(Precision precision = Precision::F32, int tile = 2) {
+    if (tile != 2 && tile != 4) throw Error(concat("Conv2d::enable_winograd: tile must be 2 or 4, got ", tile));
 #if defined(MVAR_HAS_WINOGRAD)
     if (k_ != 3 || uses_winograd()) return uses_winograd();
     constexpr int MR = detail::kConvMR;
     static_assert(MR == detail::Wino::MR, "Winograd and direct kernels share the 8-channel blocks");
     const index blocks = (co_ + MR - 1) / MR;
-    Buffer<float> u(static_cast<std::size_t>(16 * blocks * ci_ * MR));  // pad rows: zero filters, zero U
+#if defined(MVAR_HAS_WINOGRAD_BF16)
+    if (precision == Precision::BF16) tile = 2;
+#else
+    precision = Precision::F32;
+#endif
+    const index xi = (tile + 2) * (tile + 2);
+    Buffer<float> u(static_cast<std::size_t>(xi * blocks * ci_ * MR));  // pad rows: zero filters, zero U
     for (index b = 0; b < blocks; ++b)
-      for (index c = 0; c < ci_; ++c)
-        detail::winograd_filters8(packed_.data() + (b * ci_ + c) * 9 * MR, u.data() + (b * ci_ + c) * MR, blocks * ci_ * MR);
+      for (index c = 0; c < ci_; ++c) {
+        const float* g = packed_.data() + (b * ci_ + c) * 9 * MR;
+        float* dst = u.data() + (b * ci_ + c) * MR;
+        if (tile == 4)
+          detail::winograd4_filters8(g, dst, blocks * ci_ * MR);
+        else
+          detail::winograd_filters8(g, dst, blocks * ci_ * MR);
+      }
 #if defined(MVAR_HAS_WINOGRAD_BF16)
     if (precision == Precision::BF16) {
       wino_bf16_ = Buffer<std::uint32_t>(static_cast<std::size_t>(16 * blocks * ((ci_ + 1) / 2) * MR));
@@ -206,9 +221,9 @@ class Conv2d {
       wino_ = std::move(u);
     }
 #else
-    (void)precision;
     wino_ = std::move(u);
 #endif
+    wino_tile_ = tile;
     packed_ = Buffer<float>();  // the direct form is no longer used
     return true;
 #else
@@ -218,6 +233,8 @@ class Conv2d {
   }
   /// Whether forward() runs the Winograd form (enable_winograd succeeded).
   bool uses_winograd() const { return !wino_.empty() || !wino_bf16_.empty(); }
+  /// Output tile of the Winograd form: 2 (F(2×2, 3×3)) or 4 (F(4×4, 3×3)); 0 when the layer runs direct.
+  int winograd_tile() const { return uses_winograd() ? wino_tile_ : 0; }
   /// Precision of the Winograd products (F32 when the layer runs direct).
   Precision winograd_precision() const { return wino_bf16_.empty() ? Precision::F32 : Precision::BF16; }
   /// Bytes of packed weights held (the direct or the Winograd form) and bias.
@@ -264,7 +281,8 @@ class Conv2d {
 #if defined(MVAR_HAS_WINOGRAD_BF16)
       if (!wino_bf16_.empty()) return detail::winograd_conv3x3_bf16(pool, io, ci_, co_, H, W, wino_bf16_.data(), bias_.data());
 #endif
-      return detail::winograd_conv3x3(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
+      if (wino_tile_ == 4) return detail::winograd_conv3x3<4>(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
+      return detail::winograd_conv3x3<2>(pool, io, ci_, co_, H, W, wino_.data(), bias_.data());
     }
 #endif
     const index q_begin = Wp + 1, q_end = (H + 1) * Wp - 1;
@@ -321,7 +339,8 @@ class Conv2d {
 
   index co_ = 0, ci_ = 0, k_ = 0;
   Buffer<float> packed_;  // [ceil(co/8)][ci][k·k][8]; emptied by enable_winograd
-  Buffer<float> wino_;    // empty, or [16][ceil(co/8)][ci][8]: U_ξ = G g Gᵀ (enable_winograd)
+  Buffer<float> wino_;    // empty, or [(tile+2)²][ceil(co/8)][ci][8]: U_ξ = G g Gᵀ (enable_winograd)
+  int wino_tile_ = 2;
   Buffer<std::uint32_t> wino_bf16_;  // empty, or the bf16 form: [16][ceil(co/8)][ceil(ci/2)][8] pairs
   std::vector<float> bias_;
 };

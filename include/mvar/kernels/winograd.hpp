@@ -162,22 +162,25 @@ struct WinogradIo {
   std::ptrdiff_t res_plane = 0, res_row = 0;
 };
 
-/// Tile geometry of an H × W image: 2 × 2 tiles in groups of 16 (one vector lane each), panels of
-/// three groups. Row mode (W/2 ≥ 16 tiles per row): a group is 16 adjacent tiles of one tile row,
-/// ⌈(W/2)/16⌉ groups per tile row. Packed mode (narrower images, e.g. the decoder's 16-px top
-/// level): group g is tiles 16g … 16g + 15 in row-major tile order, spanning tile rows.
+/// Tile geometry of an H × W image: m × m output tiles (m = 2 for F(2×2, 3×3), 4 for F(4×4, 3×3))
+/// in groups of 16 (one vector lane each), panels of three groups. Row mode (m·16 ≤ W, or any W
+/// for m = 4): a group is 16 adjacent tiles of one tile row, ⌈tiles_x/16⌉ groups per tile row.
+/// Packed mode (m = 2 on narrower images, e.g. the decoder's 16-px top level): group g is tiles
+/// 16g … 16g + 15 in row-major tile order, spanning tile rows.
 struct WinoGeom {
-  std::ptrdiff_t H, W, Wp, tiles_x, tiles_y, groups_x, groups, panels;
+  std::ptrdiff_t H, W, Wp, m, tiles_x, tiles_y, groups_x, groups, panels;
   bool packed;
-  WinoGeom(std::ptrdiff_t h, std::ptrdiff_t w)
-      : H(h), W(w), Wp(w + 2), tiles_x((w + 1) / 2), tiles_y((h + 1) / 2), groups_x((tiles_x + 15) / 16),
-        groups(0), panels(0), packed(tiles_x < 16) {
+  WinoGeom(std::ptrdiff_t h, std::ptrdiff_t w, std::ptrdiff_t tile = 2)
+      : H(h), W(w), Wp(w + 2), m(tile), tiles_x((w + tile - 1) / tile), tiles_y((h + tile - 1) / tile),
+        groups_x((tiles_x + 15) / 16), groups(0), panels(0), packed(tile == 2 && tiles_x < 16) {
     groups = packed ? (tiles_x * tiles_y + 15) / 16 : tiles_y * groups_x;
     panels = (groups + 2) / 3;
   }
-  /// Whether row-mode group (ty, tx0) lies wholly inside the image (padded rows 2ty…2ty+3 and
-  /// columns 2tx0…2tx0+33 exist; its 2 × 32 outputs are all pixels).
-  bool whole(std::ptrdiff_t ty, std::ptrdiff_t tx0) const { return !packed && 2 * ty + 2 <= H && 2 * tx0 + 32 <= W; }
+  /// Whether row-mode group (ty, tx0) lies wholly inside the image (padded rows m·ty … m·ty + m + 1
+  /// and columns m·tx0 … m·tx0 + 16m + 1 exist; its m × 16m outputs are all pixels).
+  bool whole(std::ptrdiff_t ty, std::ptrdiff_t tx0) const {
+    return !packed && m * ty + m <= H && m * tx0 + 16 * m <= W;
+  }
 };
 
 /// One group of a panel: its index, and in row mode its tile row ty and first tile column tx0;
@@ -259,19 +262,165 @@ inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::
   for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob[i], ob[i] + cols, o0 + i * io.out_row);
 }
 
+// ---- F(4×4, 3×3): 6 × 6 input patches, 4 × 4 output tiles, 36 products per tile and channel
+// (2.25 per output instead of F(2×2)'s 4). Bᵀ, G, Aᵀ for the points 0, ±1, ±2, ∞:
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+//   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1],
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+// fp32 only: its transforms amplify rounding more than F(2×2)'s (entries up to 8, sums of 5
+// terms), harmless in fp32 (≈ 1e-8 of Σ|w·x| measured) but several times the bf16 form's error.
+
+/// U = G g Gᵀ (6 × 6, ξ = 6i + j) of eight filters, in double, rounded to float once; g and u as
+/// in winograd_filters8.
+inline void winograd4_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
+  constexpr int R = 8;
+  static constexpr double G[6][3] = {{0.25, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  double t[6][3][R];  // G g
+  for (int i = 0; i < 6; ++i)
+    for (int b = 0; b < 3; ++b)
+      for (int m = 0; m < R; ++m)
+        t[i][b][m] = G[i][0] * g[(0 * 3 + b) * R + m] + G[i][1] * g[(1 * 3 + b) * R + m] + G[i][2] * g[(2 * 3 + b) * R + m];
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j)
+      for (int m = 0; m < R; ++m)
+        u[(6 * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
+}
+
+/// out = Bᵀ d for six vectors (one 1-D input transform, 16 tiles per vector).
+inline void winograd4_bt(const __m512 d[6], __m512 out[6]) {
+  const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+  const __m512 t1 = _mm512_fnmadd_ps(four, d[2], d[4]), t2 = _mm512_fnmadd_ps(four, d[1], d[3]);  // d4 − 4d2, d3 − 4d1
+  const __m512 t3 = _mm512_sub_ps(d[4], d[2]), t4 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+  out[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  out[1] = _mm512_add_ps(t1, t2);
+  out[2] = _mm512_sub_ps(t1, t2);
+  out[3] = _mm512_add_ps(t3, t4);
+  out[4] = _mm512_sub_ps(t3, t4);
+  out[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/// out = Aᵀ m for six vectors (one 1-D output transform).
+inline void winograd4_at(const __m512 m[6], __m512 out[4]) {
+  const __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  const __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  out[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  out[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+  out[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+  out[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+/// V_ξ (ξ = 6i + j) for 16 consecutive tiles of one channel: base points at padded (row 4ty,
+/// column 4tx0), Wp the row stride; reads padded columns 4tx0 … 4tx0 + 65 of six rows.
+inline void winograd4_input16(const float* base, std::ptrdiff_t Wp, float* v, std::ptrdiff_t ldv) {
+  alignas(64) static constexpr std::int32_t kPhase[4][16] = {
+      {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28},
+      {1, 5, 9, 13, 17, 21, 25, 29, 1, 5, 9, 13, 17, 21, 25, 29},
+      {2, 6, 10, 14, 18, 22, 26, 30, 2, 6, 10, 14, 18, 22, 26, 30},
+      {3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31}};
+  __m512 e[6][6];  // e[r] = Bᵀ applied along the row to d[r][q] = padded(4ty + r, 4(tx0 + lane) + q)
+  for (int r = 0; r < 6; ++r) {
+    const float* p = base + r * Wp;
+    const __m512 a0 = _mm512_loadu_ps(p), a1 = _mm512_loadu_ps(p + 16), a2 = _mm512_loadu_ps(p + 32),
+                 a3 = _mm512_loadu_ps(p + 48);
+    __m512 d[6];
+    for (int q = 0; q < 4; ++q) {  // column 4t + q: stride-4 lanes of the 64 floats
+      const __m512i idx = _mm512_load_si512(kPhase[q]);
+      const __m512 lo = _mm512_permutex2var_ps(a0, idx, a1), hi = _mm512_permutex2var_ps(a2, idx, a3);
+      d[q] = _mm512_shuffle_f32x4(lo, hi, 0x44);
+    }
+    // Columns 4t + 4 and 4t + 5: the next tile's 0 and 1, the last lane from columns 64 and 65.
+    d[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(_mm512_maskz_loadu_ps(1, p + 64)),
+                                                    _mm512_castps_si512(d[0]), 1));
+    d[5] = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(_mm512_maskz_loadu_ps(1, p + 65)),
+                                                    _mm512_castps_si512(d[1]), 1));
+    winograd4_bt(d, e[r]);
+  }
+  for (int j = 0; j < 6; ++j) {
+    const __m512 col[6] = {e[0][j], e[1][j], e[2][j], e[3][j], e[4][j], e[5][j]};
+    __m512 out[6];
+    winograd4_bt(col, out);
+    for (int i = 0; i < 6; ++i) _mm512_storeu_ps(v + (6 * i + j) * ldv, out[i]);
+  }
+}
+
+/// winograd4_input16 for a row-mode group of one padded plane; edge groups read through a
+/// zero-filled 6 × 66 patch (values past the padded image read as zero).
+inline void winograd4_input_group(const WinoGeom& g, const float* plane, const WinoGroup& grp, float* v,
+                                  std::ptrdiff_t ldv) {
+  const std::ptrdiff_t y0 = 4 * grp.ty, x0 = 4 * grp.tx0;
+  if (g.whole(grp.ty, grp.tx0)) return winograd4_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
+  constexpr int PW = 66;
+  alignas(64) float patch[6 * PW + 16];  // + one vector: the masked loads at columns 64, 65
+  for (int r = 0; r < 6; ++r)
+    for (int j = 0; j < PW; ++j)
+      patch[r * PW + j] = (y0 + r <= g.H + 1 && x0 + j <= g.W + 1) ? plane[(y0 + r) * g.Wp + x0 + j] : 0.0f;
+  winograd4_input16(patch, PW, v, ldv);
+}
+
+/// Output transform of 16 tiles of one output channel: m[ξ·ldm + 0…15] → the 4 × 64 outputs at
+/// o + a·ldo (a = 0…3), + bias, + residual r + a·ldr if r is non-null (added as residual +
+/// (conv + bias), the direct kernel's order).
+inline void winograd4_output16(const float* m, std::ptrdiff_t ldm, float bias, float* o, std::ptrdiff_t ldo,
+                               const float* r, std::ptrdiff_t ldr) {
+  __m512 t[4][6];  // Aᵀ M, per column j
+  for (int j = 0; j < 6; ++j) {
+    __m512 col[6], out[4];
+    for (int i = 0; i < 6; ++i) col[i] = _mm512_loadu_ps(m + (6 * i + j) * ldm);
+    winograd4_at(col, out);
+    for (int a = 0; a < 4; ++a) t[a][j] = out[a];
+  }
+  const __m512 b = _mm512_set1_ps(bias);
+  for (int a = 0; a < 4; ++a) {
+    __m512 y[4];  // y[c]: output (a, c) of each tile
+    winograd4_at(t[a], y);
+    for (int c = 0; c < 4; ++c) y[c] = _mm512_add_ps(y[c], b);
+    // Interleave: pixel 4·lane + c. Within 128-bit lanes first, then the lanes themselves.
+    const __m512 lo01 = _mm512_unpacklo_ps(y[0], y[1]), hi01 = _mm512_unpackhi_ps(y[0], y[1]);
+    const __m512 lo23 = _mm512_unpacklo_ps(y[2], y[3]), hi23 = _mm512_unpackhi_ps(y[2], y[3]);
+    const __m512 q0 = _mm512_shuffle_ps(lo01, lo23, 0x44), q1 = _mm512_shuffle_ps(lo01, lo23, 0xEE);
+    const __m512 q2 = _mm512_shuffle_ps(hi01, hi23, 0x44), q3 = _mm512_shuffle_ps(hi01, hi23, 0xEE);
+    const __m512 r0 = _mm512_shuffle_f32x4(q0, q1, 0x44), r1 = _mm512_shuffle_f32x4(q2, q3, 0x44);
+    const __m512 r2 = _mm512_shuffle_f32x4(q0, q1, 0xEE), r3 = _mm512_shuffle_f32x4(q2, q3, 0xEE);
+    __m512 out[4] = {_mm512_shuffle_f32x4(r0, r1, 0x88), _mm512_shuffle_f32x4(r0, r1, 0xDD),
+                     _mm512_shuffle_f32x4(r2, r3, 0x88), _mm512_shuffle_f32x4(r2, r3, 0xDD)};
+    float* row = o + a * ldo;
+    for (int k = 0; k < 4; ++k) {
+      if (r) out[k] = _mm512_add_ps(_mm512_loadu_ps(r + a * ldr + 16 * k), out[k]);
+      _mm512_storeu_ps(row + 16 * k, out[k]);
+    }
+  }
+}
+
+/// winograd4_output16 for a row-mode group of output channel o; edge groups are staged so only
+/// pixels inside the image are read (residual) and written.
+inline void winograd4_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, const WinoGroup& grp,
+                                   const float* m, std::ptrdiff_t ldm, float bias) {
+  const std::ptrdiff_t y = 4 * grp.ty, x = 4 * grp.tx0;
+  float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
+  const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
+  if (g.whole(grp.ty, grp.tx0)) return winograd4_output16(m, ldm, bias, o0, io.out_row, r0, io.res_row);
+  const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(4, g.H - y), cols = std::min<std::ptrdiff_t>(64, g.W - x);
+  alignas(64) float ob[4][64], rb[4][64] = {};
+  if (r0)
+    for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(r0 + i * io.res_row, r0 + i * io.res_row + cols, rb[i]);
+  winograd4_output16(m, ldm, bias, ob[0], 64, r0 ? rb[0] : nullptr, 64);
+  for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob[i], ob[i] + cols, o0 + i * io.out_row);
+}
+
 /// The panel loop shared by the fp32 and bf16 forms. Per panel: transform(V, groups) fills the
 /// thread's V scratch (v_floats floats) for the panel's three groups, multiply(V, M) computes the
-/// 16 products M [16][co_pad][48], then the output transform writes the panel's pixels.
-template <class Transform, class Multiply>
+/// (Tile + 2)² products M [ξ][co_pad][48], then the output transform writes the panel's pixels.
+template <int Tile = 2, class Transform, class Multiply>
 inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t co, std::ptrdiff_t H,
                             std::ptrdiff_t W, const float* bias, std::size_t v_floats, Transform&& transform,
                             Multiply&& multiply) {
-  constexpr int NR = Wino::NR;
-  const WinoGeom geo(H, W);
+  constexpr int NR = Wino::NR, Xi = (Tile + 2) * (Tile + 2);
+  const WinoGeom geo(H, W, Tile);
   const std::ptrdiff_t co_pad = (co + Wino::MR - 1) / Wino::MR * Wino::MR;
   parallel_for(pool, geo.panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
     thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
-    const std::size_t mn = std::size_t(16 * co_pad * NR);
+    const std::size_t mn = std::size_t(Xi * co_pad * NR);
     if (vbuf.size() < v_floats) vbuf = Buffer<float>(v_floats);
     if (mbuf.size() < mn) mbuf = Buffer<float>(mn);
     float* V = vbuf.data();
@@ -285,35 +434,48 @@ inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff
       transform(geo, grp, V);
       multiply(static_cast<const float*>(V), M);
       for (std::ptrdiff_t o = 0; o < co; ++o)
-        for (int g = 0; g < 3; ++g)
-          if (grp[g].valid) winograd_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
+        for (int g = 0; g < 3; ++g) {
+          if (!grp[g].valid) continue;
+          if constexpr (Tile == 2)
+            winograd_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
+          else
+            winograd4_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
+        }
     }
   });
 }
 
-/// out = conv3×3(in) + bias (+ residual), any H, W ≥ 1. u: the transformed filters,
-/// [16][⌈co/8⌉][ci][8] (zero rows past co).
+/// out = conv3×3(in) + bias (+ residual), any H, W ≥ 1, in the F(Tile×Tile, 3×3) form (Tile = 2
+/// or 4). u: the transformed filters, [(Tile + 2)²][⌈co/8⌉][ci][8] (zero rows past co), from
+/// winograd_filters8 or winograd4_filters8.
+template <int Tile = 2>
 inline void winograd_conv3x3(ThreadPool& pool, const WinogradIo& io, std::ptrdiff_t ci, std::ptrdiff_t co,
                              std::ptrdiff_t H, std::ptrdiff_t W, const float* u, const float* bias) {
+  static_assert(Tile == 2 || Tile == 4);
   using Arch = xsimd::default_arch;
-  constexpr int MR = Wino::MR, NV = Wino::NV, NR = Wino::NR;
+  constexpr int MR = Wino::MR, NV = Wino::NV, NR = Wino::NR, Xi = (Tile + 2) * (Tile + 2);
   static_assert(NR == NV * int(xsimd::batch<float, Arch>::size), "Winograd panel = three AVX-512 vectors");
   const std::ptrdiff_t blocks = (co + MR - 1) / MR, co_pad = blocks * MR;
-  winograd_panels(
-      pool, io, co, H, W, bias, std::size_t(16 * ci * NR),
-      [&](const WinoGeom& geo, const WinoGroup* grp, float* V) {  // V [16][ci][48]
+  winograd_panels<Tile>(
+      pool, io, co, H, W, bias, std::size_t(Xi * ci * NR),
+      [&](const WinoGeom& geo, const WinoGroup* grp, float* V) {  // V [Xi][ci][48]
         for (int g = 0; g < 3; ++g) {
           if (grp[g].valid) {
-            for (std::ptrdiff_t c = 0; c < ci; ++c)
-              winograd_input_group(geo, io.in + c * io.in_plane, grp[g], V + c * NR + 16 * g, ci * NR);
+            for (std::ptrdiff_t c = 0; c < ci; ++c) {
+              float* v = V + c * NR + 16 * g;
+              if constexpr (Tile == 2)
+                winograd_input_group(geo, io.in + c * io.in_plane, grp[g], v, ci * NR);
+              else
+                winograd4_input_group(geo, io.in + c * io.in_plane, grp[g], v, ci * NR);
+            }
           } else {
-            for (int xi = 0; xi < 16; ++xi)
+            for (int xi = 0; xi < Xi; ++xi)
               for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
           }
         }
       },
       [&](const float* V, float* M) {
-        for (int xi = 0; xi < 16; ++xi)
+        for (int xi = 0; xi < Xi; ++xi)
           for (std::ptrdiff_t k0 = 0; k0 < ci; k0 += Wino::KC) {
             const std::ptrdiff_t kc = std::min(Wino::KC, ci - k0);
             const float* b = V + (xi * ci + k0) * NR;
