@@ -59,21 +59,27 @@ struct Wino {
   static constexpr std::ptrdiff_t KCP = 128;  // bf16: channel pairs per k block (V block 24 KiB)
 };
 
-/// U = G g Gᵀ (4 × 4, ξ = 4i + j) of eight 3×3 filters at once, in double, rounded to float once:
+/// U = G g Gᵀ (A × A, ξ = A·i + j) of eight 3×3 filters at once, in double, rounded to float once:
 /// g[t·8 + m] is tap t (row-major) of filter m (the direct kernel's packed [tap][8] layout), and
 /// u[ξ·ldu + m] receives U_ξ of filter m. (m innermost: the compiler vectorises over the filters.)
-inline void winograd_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
+template <int A>
+inline void winograd_filters8_g(const double (&G)[A][3], const float* g, float* u, std::ptrdiff_t ldu) {
   constexpr int R = 8;
-  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-  double t[4][3][R];  // G g
-  for (int i = 0; i < 4; ++i)
+  double t[A][3][R];  // G g
+  for (int i = 0; i < A; ++i)
     for (int b = 0; b < 3; ++b)
       for (int m = 0; m < R; ++m)
         t[i][b][m] = G[i][0] * g[(0 * 3 + b) * R + m] + G[i][1] * g[(1 * 3 + b) * R + m] + G[i][2] * g[(2 * 3 + b) * R + m];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 4; ++j)
+  for (int i = 0; i < A; ++i)
+    for (int j = 0; j < A; ++j)
       for (int m = 0; m < R; ++m)
-        u[(4 * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
+        u[(A * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
+}
+
+/// F(2×2, 3×3)'s U (4 × 4) of eight filters (winograd_filters8_g).
+inline void winograd_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  winograd_filters8_g(G, g, u, ldu);
 }
 
 /// V = Bᵀ d B for 16 tiles at once: d[r][q] holds element (r, q) of the 16 tiles' 4 × 4 input
@@ -270,21 +276,11 @@ inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::
 // fp32 only: its transforms amplify rounding more than F(2×2)'s (entries up to 8, sums of 5
 // terms), harmless in fp32 (≈ 1e-8 of Σ|w·x| measured) but several times the bf16 form's error.
 
-/// U = G g Gᵀ (6 × 6, ξ = 6i + j) of eight filters, in double, rounded to float once; g and u as
-/// in winograd_filters8.
+/// F(4×4, 3×3)'s U (6 × 6, ξ = 6i + j) of eight filters (winograd_filters8_g).
 inline void winograd4_filters8(const float* g, float* u, std::ptrdiff_t ldu) {
-  constexpr int R = 8;
   static constexpr double G[6][3] = {{0.25, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                      {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-  double t[6][3][R];  // G g
-  for (int i = 0; i < 6; ++i)
-    for (int b = 0; b < 3; ++b)
-      for (int m = 0; m < R; ++m)
-        t[i][b][m] = G[i][0] * g[(0 * 3 + b) * R + m] + G[i][1] * g[(1 * 3 + b) * R + m] + G[i][2] * g[(2 * 3 + b) * R + m];
-  for (int i = 0; i < 6; ++i)
-    for (int j = 0; j < 6; ++j)
-      for (int m = 0; m < R; ++m)
-        u[(6 * i + j) * ldu + m] = static_cast<float>(t[i][0][m] * G[j][0] + t[i][1][m] * G[j][1] + t[i][2][m] * G[j][2]);
+  winograd_filters8_g(G, g, u, ldu);
 }
 
 /// out = Bᵀ d for six vectors (one 1-D input transform, 16 tiles per vector).
