@@ -41,7 +41,7 @@ cli::Args make_args() {
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
       {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation; also the decoder's Winograd products)", "packed"},
-      {"conv", "ALGO", "decoder 3×3 convolutions (at ≥ 32 px; every level with --weights bf16): winograd (F(4×4,3×3) on layers ≤ 160 channels, F(2×2,3×3) on wider ones: 2× faster decoder on AVX-512, 2.5× with --weights bf16, which keeps F(2×2)), winograd2 (F(2×2) everywhere: 24 MB less memory, 1.7× faster) or direct (exact fp32 order)", "winograd"},
+      {"conv", "ALGO", "decoder 3×3 convolutions (at ≥ 32 px; every level with --weights bf16): winograd (F(4×4,3×3) on layers of ≤ 160 channels at ≥ 64 px, F(2×2,3×3) on the others: 2× faster decoder on AVX-512, 2.5× with --weights bf16, which keeps F(2×2)), winograd2 (F(2×2) everywhere: 24 MB less memory, 1.7× faster) or direct (exact fp32 order)", "winograd"},
       {"threads", "N", "worker threads (≥ 1)", "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
       {"separate", "", "write one PNG per image instead of one grid", ""},

@@ -123,7 +123,8 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
   const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
   // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
-  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32, req.large_tiles});
+  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32, req.large_tiles,
+                                                                  Cfg.patch_nums.last()});
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;

@@ -103,6 +103,25 @@ TEST_CASE("VQVAE decoder: the Winograd form really runs and stays close to the d
 #endif
 }
 
+TEST_CASE("VQVAE decoder: F(4x4) only where the layers run at >= 64 px for Options::latent_side", "[model][vqvae][winograd]") {
+  const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
+  using O = mvar::VqvaeDecoder::Options;
+  // The tiny VAE has 5 levels: at latent side 2 the finest runs at 32 px (no F(4×4)), at 4 at 64 px.
+  const mvar::VqvaeDecoder at2(vae, mvar::VaeConfig::tiny(), O{true, mvar::Precision::F32, true, 2}),
+      at4(vae, mvar::VaeConfig::tiny(), O{true, mvar::Precision::F32, true, 4}),
+      at16(vae, mvar::VaeConfig::tiny(), O{true, mvar::Precision::F32, true, 16}),
+      f2(vae, mvar::VaeConfig::tiny(), O{true, mvar::Precision::F32, false, 16});
+#if defined(MVAR_HAS_WINOGRAD)
+  REQUIRE(std::string(at2.conv_form()) == "winograd");
+  REQUIRE(at2.conv_bytes() == f2.conv_bytes());
+  REQUIRE(std::string(at4.conv_form()) == "winograd-f4");
+  REQUIRE(at4.conv_bytes() > f2.conv_bytes());
+  REQUIRE(at16.conv_bytes() > at4.conv_bytes());  // more levels at ≥ 64 px
+#endif
+  REQUIRE_THROWS_WITH(mvar::VqvaeDecoder(vae, mvar::VaeConfig::tiny(), O{true, mvar::Precision::F32, true, 0}),
+                      Catch::Contains("latent_side must be"));
+}
+
 TEST_CASE("VQVAE decoder: Winograd with bf16 products stays near the fixture", "[model][vqvae][winograd]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
   const mvar::VqvaeDecoder f32(vae, mvar::VaeConfig::tiny()),

@@ -302,12 +302,18 @@ class VqvaeDecoder {
     /// blocks: about 1.5× faster again, half those layers' memory, and values about 2⁻⁸
     /// relative off (an 8-bit image moves by a level here and there).
     Precision precision = Precision::F32;
-    /// fp32 Winograd layers with at most 160 input and output channels (the official decoder's
-    /// two finest levels and conv_out) use F(4×4, 3×3): 2.25 products per output instead of 4,
-    /// 1.5× faster there, 36/16 of those layers' filter memory (+27 MB for the official decoder),
-    /// and about 7× F(2×2)'s rounding error (still ≈ 1e-5 of the output's scale). Wider layers keep
-    /// F(2×2): their F(4×4) filters and scratch (36 planes of products) outgrow the caches.
+    /// fp32 Winograd layers with at most 160 input and output channels that run at ≥ 64 px for
+    /// latent_side (the official decoder's two finest levels and conv_out) use F(4×4, 3×3): 2.25
+    /// products per output instead of 4, 1.4–1.5× faster there, 36/16 of those layers' filter
+    /// memory (+24 MiB for the official decoder), and about 7× F(2×2)'s rounding error (still
+    /// ≈ 1e-5 of the output's scale). Wider layers keep F(2×2): their F(4×4) filters and scratch
+    /// (36 planes of products) outgrow the caches; so do narrower images (a 16-tile group spans
+    /// 64 columns: at 32 px F(4×4) measured 2× slower).
     bool large_tiles = true;
+    /// The latent side P the decoder will mostly decode (the model's last patch_nums entry; 16 for
+    /// the official models): it fixes which layers run at ≥ 64 px for large_tiles. Decoding another
+    /// side gives the same results, only possibly in the slower form for its widths.
+    int latent_side = 16;
   };
 
   /// Binds post_quant_conv.* and decoder.* (official names, SPEC §2.3) for `cfg`; throws one
@@ -315,6 +321,8 @@ class VqvaeDecoder {
   VqvaeDecoder(const TensorStore& vae, VaeConfig cfg) : VqvaeDecoder(vae, std::move(cfg), Options{}) {}
   VqvaeDecoder(const TensorStore& vae, VaeConfig cfg, Options opts) : cfg_(std::move(cfg)) {
     cfg_.validate();
+    if (opts.latent_side < 1)
+      throw Error(concat("VqvaeDecoder: Options::latent_side must be ≥ 1, got ", opts.latent_side));
     detail::VaeBinder bind(vae, "VqvaeDecoder");
     const int levels = cfg_.levels();
     index block_in = index(cfg_.ch) * cfg_.ch_mult.back();
@@ -346,24 +354,27 @@ class VqvaeDecoder {
       // 16 px: four tile groups in two panels, and 26 MB of transformed filters streamed per
       // panel), with bf16 it is 1.8× faster.
       const bool top = opts.precision == Precision::BF16;
-      auto wino = [&](Conv2d& c) {
+      // side: the layer's image side at opts.latent_side (level L runs at P·2^(levels−1−L)).
+      auto wino = [&](Conv2d& c, index side) {
         const bool narrow = c.in_channels() <= kLargeTileChannels && c.out_channels() <= kLargeTileChannels;
-        c.enable_winograd(opts.precision, opts.large_tiles && narrow ? 4 : 2);
+        c.enable_winograd(opts.precision, opts.large_tiles && narrow && side >= kLargeTileMinSide ? 4 : 2);
       };
-      auto res = [&](detail::VaeResnetBlock& b) { wino(b.conv1), wino(b.conv2); };
-      if (top) res(mid1_), res(mid2_);
+      auto side_of = [&](int L) { return index(opts.latent_side) << (levels - 1 - L); };
+      auto res = [&](detail::VaeResnetBlock& b, index side) { wino(b.conv1, side), wino(b.conv2, side); };
+      if (top) res(mid1_, side_of(levels - 1)), res(mid2_, side_of(levels - 1));
       for (int L = 0; L < levels; ++L) {
         auto& lv = levels_[std::size_t(L)];
         if (L < levels - 1 || top)
-          for (auto& b : lv.blocks) res(b);
-        if (lv.has_upsample) wino(lv.upsample);
+          for (auto& b : lv.blocks) res(b, side_of(L));
+        if (lv.has_upsample) wino(lv.upsample, side_of(L - 1));
       }
-      wino(conv_out_);
+      wino(conv_out_, side_of(0));
     }
   }
 
-  /// Widest layer (input and output channels) that Options::large_tiles runs in F(4×4, 3×3).
-  static constexpr index kLargeTileChannels = 160;
+  /// Widest layer (input and output channels) and smallest image side that Options::large_tiles
+  /// runs in F(4×4, 3×3).
+  static constexpr index kLargeTileChannels = 160, kLargeTileMinSide = 64;
 
   /// Bytes of the decoder's packed convolution weights (direct and Winograd forms).
   std::size_t conv_bytes() const {
