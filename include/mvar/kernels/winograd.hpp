@@ -137,24 +137,22 @@ inline void winograd_at_m_a(const float* m, std::ptrdiff_t ldm, float bias, __m5
 }
 
 /// Output transform of 16 tiles of one output channel: m[ξ·ldm + 0…15] → the 2 × 32 outputs at
-/// rows y0, y0 + 1 (pointers o0, o1; columns 2tx0 …), + bias, + residual rows r0, r1 if non-null
-/// (added as residual + (conv + bias), the direct kernel's order).
-inline void winograd_output16(const float* m, std::ptrdiff_t ldm, float bias, float* o0, float* o1, const float* r0,
-                              const float* r1) {
+/// o + i·ldo (i = 0, 1; columns 2tx0 …), + bias, + residual r + i·ldr if r is non-null (added as
+/// residual + (conv + bias), the direct kernel's order).
+inline void winograd_output16(const float* m, std::ptrdiff_t ldm, float bias, float* o, std::ptrdiff_t ldo,
+                              const float* r, std::ptrdiff_t ldr) {
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   __m512 y[2][2];
   winograd_at_m_a(m, ldm, bias, y);
   for (int i = 0; i < 2; ++i) {
     __m512 a = _mm512_permutex2var_ps(y[i][0], lo, y[i][1]), c = _mm512_permutex2var_ps(y[i][0], hi, y[i][1]);
-    const float* r = i == 0 ? r0 : r1;
     if (r) {
-      a = _mm512_add_ps(_mm512_loadu_ps(r), a);
-      c = _mm512_add_ps(_mm512_loadu_ps(r + 16), c);
+      a = _mm512_add_ps(_mm512_loadu_ps(r + i * ldr), a);
+      c = _mm512_add_ps(_mm512_loadu_ps(r + i * ldr + 16), c);
     }
-    float* o = i == 0 ? o0 : o1;
-    _mm512_storeu_ps(o, a);
-    _mm512_storeu_ps(o + 16, c);
+    _mm512_storeu_ps(o + i * ldo, a);
+    _mm512_storeu_ps(o + i * ldo + 16, c);
   }
 }
 
@@ -215,21 +213,6 @@ inline void winograd_input_packed(const WinoGeom& g, const float* plane, std::pt
   winograd_bt_d_b(dv, v, ldv);
 }
 
-/// winograd_input16 for a group of one padded plane; row-mode edge groups go through a
-/// zero-filled patch (values past the padded image read as zero), packed groups are gathered.
-inline void winograd_input_group(const WinoGeom& g, const float* plane, const WinoGroup& grp, float* v,
-                                 std::ptrdiff_t ldv) {
-  if (g.packed) return winograd_input_packed(g, plane, grp.gi, v, ldv);
-  const std::ptrdiff_t y0 = 2 * grp.ty, x0 = 2 * grp.tx0;
-  if (g.whole(grp.ty, grp.tx0)) return winograd_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
-  constexpr int PW = 34;
-  alignas(64) float patch[4 * PW];
-  for (int r = 0; r < 4; ++r)
-    for (int j = 0; j < PW; ++j)
-      patch[r * PW + j] = (y0 + r <= g.H + 1 && x0 + j <= g.W + 1) ? plane[(y0 + r) * g.Wp + x0 + j] : 0.0f;
-  winograd_input16(patch, PW, v, ldv);
-}
-
 /// Packed mode, output: Aᵀ M A + bias for the 16 tiles of group gi of output channel o, scattered
 /// to the pixels inside the image (+ residual, added as in winograd_output16).
 inline void winograd_output_packed(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, std::ptrdiff_t gi,
@@ -249,23 +232,6 @@ inline void winograd_output_packed(const WinoGeom& g, const WinogradIo& io, std:
         *out = io.res ? io.res[o * io.res_plane + yy * io.res_row + xx] + y[i][jj][lane] : y[i][jj][lane];
       }
   }
-}
-
-/// winograd_output16 for a group of output channel o; row-mode edge groups are staged so only
-/// pixels inside the image are read (residual) and written, packed groups are scattered.
-inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, const WinoGroup& grp,
-                                  const float* m, std::ptrdiff_t ldm, float bias) {
-  if (g.packed) return winograd_output_packed(g, io, o, grp.gi, m, ldm, bias);
-  const std::ptrdiff_t y = 2 * grp.ty, x = 2 * grp.tx0;
-  float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
-  const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
-  if (g.whole(grp.ty, grp.tx0)) return winograd_output16(m, ldm, bias, o0, o0 + io.out_row, r0, r0 ? r0 + io.res_row : nullptr);
-  const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(2, g.H - y), cols = std::min<std::ptrdiff_t>(32, g.W - x);
-  alignas(64) float ob[2][32], rb[2][32] = {};
-  if (r0)
-    for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(r0 + i * io.res_row, r0 + i * io.res_row + cols, rb[i]);
-  winograd_output16(m, ldm, bias, ob[0], ob[1], r0 ? rb[0] : nullptr, r0 ? rb[1] : nullptr);
-  for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob[i], ob[i] + cols, o0 + i * io.out_row);
 }
 
 // ---- F(4×4, 3×3): 6 × 6 input patches, 4 × 4 output tiles, 36 products per tile and channel
@@ -340,20 +306,6 @@ inline void winograd4_input16(const float* base, std::ptrdiff_t Wp, float* v, st
   }
 }
 
-/// winograd4_input16 for a row-mode group of one padded plane; edge groups read through a
-/// zero-filled 6 × 66 patch (values past the padded image read as zero).
-inline void winograd4_input_group(const WinoGeom& g, const float* plane, const WinoGroup& grp, float* v,
-                                  std::ptrdiff_t ldv) {
-  const std::ptrdiff_t y0 = 4 * grp.ty, x0 = 4 * grp.tx0;
-  if (g.whole(grp.ty, grp.tx0)) return winograd4_input16(plane + y0 * g.Wp + x0, g.Wp, v, ldv);
-  constexpr int PW = 66;
-  alignas(64) float patch[6 * PW + 16];  // + one vector: the masked loads at columns 64, 65
-  for (int r = 0; r < 6; ++r)
-    for (int j = 0; j < PW; ++j)
-      patch[r * PW + j] = (y0 + r <= g.H + 1 && x0 + j <= g.W + 1) ? plane[(y0 + r) * g.Wp + x0 + j] : 0.0f;
-  winograd4_input16(patch, PW, v, ldv);
-}
-
 /// Output transform of 16 tiles of one output channel: m[ξ·ldm + 0…15] → the 4 × 64 outputs at
 /// o + a·ldo (a = 0…3), + bias, + residual r + a·ldr if r is non-null (added as residual +
 /// (conv + bias), the direct kernel's order).
@@ -388,20 +340,49 @@ inline void winograd4_output16(const float* m, std::ptrdiff_t ldm, float bias, f
   }
 }
 
-/// winograd4_output16 for a row-mode group of output channel o; edge groups are staged so only
-/// pixels inside the image are read (residual) and written.
-inline void winograd4_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, const WinoGroup& grp,
-                                   const float* m, std::ptrdiff_t ldm, float bias) {
-  const std::ptrdiff_t y = 4 * grp.ty, x = 4 * grp.tx0;
+/// Input transform of one group of one padded plane in the F(Tile×Tile) form (g.m == Tile): packed
+/// groups are gathered; row-mode groups that reach past the image go through a zero-filled
+/// (Tile + 2) × (16·Tile + 2) patch (values past the padded image read as zero).
+template <int Tile>
+inline void winograd_input_group(const WinoGeom& g, const float* plane, const WinoGroup& grp, float* v,
+                                 std::ptrdiff_t ldv) {
+  auto input16 = [&](const float* base, std::ptrdiff_t wp) {
+    if constexpr (Tile == 4) winograd4_input16(base, wp, v, ldv);
+    else winograd_input16(base, wp, v, ldv);
+  };
+  if (g.packed) return winograd_input_packed(g, plane, grp.gi, v, ldv);
+  constexpr std::ptrdiff_t rows = Tile + 2, pw = 16 * Tile + 2;
+  const std::ptrdiff_t y0 = Tile * grp.ty, x0 = Tile * grp.tx0;
+  if (g.whole(grp.ty, grp.tx0)) return input16(plane + y0 * g.Wp + x0, g.Wp);
+  alignas(64) float patch[rows * pw + 16];  // + one vector: F(4×4)'s masked loads at columns 64, 65
+  for (std::ptrdiff_t r = 0; r < rows; ++r)
+    for (std::ptrdiff_t j = 0; j < pw; ++j)
+      patch[r * pw + j] = (y0 + r <= g.H + 1 && x0 + j <= g.W + 1) ? plane[(y0 + r) * g.Wp + x0 + j] : 0.0f;
+  input16(patch, pw);
+}
+
+/// Output transform of one group of output channel o in the F(Tile×Tile) form: packed groups are
+/// scattered; row-mode groups that reach past the image are staged in a Tile × 16·Tile tile so
+/// only pixels inside it are read (residual) and written.
+template <int Tile>
+inline void winograd_output_group(const WinoGeom& g, const WinogradIo& io, std::ptrdiff_t o, const WinoGroup& grp,
+                                  const float* m, std::ptrdiff_t ldm, float bias) {
+  auto output16 = [&](float* out, std::ptrdiff_t ldo, const float* res, std::ptrdiff_t ldr) {
+    if constexpr (Tile == 4) winograd4_output16(m, ldm, bias, out, ldo, res, ldr);
+    else winograd_output16(m, ldm, bias, out, ldo, res, ldr);
+  };
+  if (g.packed) return winograd_output_packed(g, io, o, grp.gi, m, ldm, bias);
+  constexpr std::ptrdiff_t w = 16 * Tile;
+  const std::ptrdiff_t y = Tile * grp.ty, x = Tile * grp.tx0;
   float* o0 = io.out + o * io.out_plane + y * io.out_row + x;
   const float* r0 = io.res ? io.res + o * io.res_plane + y * io.res_row + x : nullptr;
-  if (g.whole(grp.ty, grp.tx0)) return winograd4_output16(m, ldm, bias, o0, io.out_row, r0, io.res_row);
-  const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(4, g.H - y), cols = std::min<std::ptrdiff_t>(64, g.W - x);
-  alignas(64) float ob[4][64], rb[4][64] = {};
+  if (g.whole(grp.ty, grp.tx0)) return output16(o0, io.out_row, r0, io.res_row);
+  const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(Tile, g.H - y), cols = std::min(w, g.W - x);
+  alignas(64) float ob[Tile * w], rb[Tile * w] = {};
   if (r0)
-    for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(r0 + i * io.res_row, r0 + i * io.res_row + cols, rb[i]);
-  winograd4_output16(m, ldm, bias, ob[0], 64, r0 ? rb[0] : nullptr, 64);
-  for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob[i], ob[i] + cols, o0 + i * io.out_row);
+    for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(r0 + i * io.res_row, r0 + i * io.res_row + cols, rb + i * w);
+  output16(ob, w, r0 ? rb : nullptr, w);
+  for (std::ptrdiff_t i = 0; i < rows; ++i) std::copy(ob + i * w, ob + i * w + cols, o0 + i * io.out_row);
 }
 
 /// The panel loop shared by the fp32 and bf16 forms. Per panel: transform(V, groups) fills the
@@ -430,13 +411,8 @@ inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff
       transform(geo, grp, V);
       multiply(static_cast<const float*>(V), M);
       for (std::ptrdiff_t o = 0; o < co; ++o)
-        for (int g = 0; g < 3; ++g) {
-          if (!grp[g].valid) continue;
-          if constexpr (Tile == 2)
-            winograd_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
-          else
-            winograd4_output_group(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
-        }
+        for (int g = 0; g < 3; ++g)
+          if (grp[g].valid) winograd_output_group<Tile>(geo, io, o, grp[g], M + o * NR + 16 * g, co_pad * NR, bias[o]);
     }
   });
 }
@@ -457,13 +433,8 @@ inline void winograd_conv3x3(ThreadPool& pool, const WinogradIo& io, std::ptrdif
       [&](const WinoGeom& geo, const WinoGroup* grp, float* V) {  // V [Xi][ci][48]
         for (int g = 0; g < 3; ++g) {
           if (grp[g].valid) {
-            for (std::ptrdiff_t c = 0; c < ci; ++c) {
-              float* v = V + c * NR + 16 * g;
-              if constexpr (Tile == 2)
-                winograd_input_group(geo, io.in + c * io.in_plane, grp[g], v, ci * NR);
-              else
-                winograd4_input_group(geo, io.in + c * io.in_plane, grp[g], v, ci * NR);
-            }
+            for (std::ptrdiff_t c = 0; c < ci; ++c)
+              winograd_input_group<Tile>(geo, io.in + c * io.in_plane, grp[g], V + c * NR + 16 * g, ci * NR);
           } else {
             for (int xi = 0; xi < Xi; ++xi)
               for (std::ptrdiff_t c = 0; c < ci; ++c) std::fill_n(V + (xi * ci + c) * NR + 16 * g, 16, 0.0f);
@@ -519,9 +490,9 @@ inline void winograd_conv3x3_bf16(ThreadPool& pool, const WinogradIo& io, std::p
           for (std::ptrdiff_t q = 0; q < cip; ++q) {
             alignas(64) float t[16 * 32];  // ξ-th row: 16 tiles of channel 2q, then of 2q + 1
             if (grp[g].valid) {
-              winograd_input_group(geo, io.in + 2 * q * io.in_plane, grp[g], t, 32);
+              winograd_input_group<2>(geo, io.in + 2 * q * io.in_plane, grp[g], t, 32);
               if (2 * q + 1 < ci)
-                winograd_input_group(geo, io.in + (2 * q + 1) * io.in_plane, grp[g], t + 16, 32);
+                winograd_input_group<2>(geo, io.in + (2 * q + 1) * io.in_plane, grp[g], t + 16, 32);
               else
                 for (int xi = 0; xi < 16; ++xi) std::fill_n(t + xi * 32 + 16, 16, 0.0f);
             } else {
