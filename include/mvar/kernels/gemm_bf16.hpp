@@ -106,7 +106,7 @@ inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
       const float* src = x + m * ldx;
       for (std::ptrdiff_t q = vec; q < kcp; ++q) {
         const std::ptrdiff_t k = 2 * (q0 + q);
-        const std::uint32_t lo = k < K ? bf16_round(src[k]) : 0u;
+        const std::uint32_t lo = bf16_round(src[k]);
         const std::uint32_t hi = k + 1 < K ? bf16_round(src[k + 1]) : 0u;
         d[q * MR + r] = lo | (hi << 16);
       }
@@ -185,12 +185,12 @@ inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t 
   const std::ptrdiff_t Kp = (K + 1) / 2;
   // The u32 pairs live in the fp32 scratch slot (same element size).
   static_assert(sizeof(float) == sizeof(std::uint32_t));
-  auto* ap = a_packed ? const_cast<std::uint32_t*>(a_packed)
-                      : reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
+  auto* scratch = a_packed ? nullptr : reinterpret_cast<std::uint32_t*>(thread_scratch(0, bf16_a_scratch_elems(M, K)));
+  const std::uint32_t* ap = a_packed ? a_packed : scratch;
   drive_panels<MR, NR, Bf16Tile::KCP, Bf16Tile::MCP>(
       M, Kp, N, p0, p1, bias, y, ldy,
       [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp) {
-        if (!a_packed) pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, ap);
+        if (scratch) pack_a_bf16(x, ldx, M, K, i0, i1, q0, kcp, scratch);
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {

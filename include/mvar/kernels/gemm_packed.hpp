@@ -327,11 +327,12 @@ inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
     bpacked = scratch;
     pbase = p0;
   }
-  const float* ap = a_packed ? a_packed : thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
+  float* scratch = a_packed ? nullptr : thread_scratch(0, a_scratch_elems<MR, T::KC, T::MCP>(M, K));
+  const float* ap = a_packed ? a_packed : scratch;
   drive_panels<MR, NR, T::KC, T::MCP>(
       M, K, N, p0, p1, bias, y, ldy,
       [&](std::ptrdiff_t i0, std::ptrdiff_t i1, std::ptrdiff_t k0, std::ptrdiff_t kc) {
-        if (!a_packed) pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, const_cast<float*>(ap));
+        if (scratch) pack_a<Arch>(x, ldx, M, i0, i1, k0, kc, scratch);
       },
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
