@@ -35,8 +35,10 @@ void report(benchmark::State& st, double flop, int threads) {
   st.counters["threads"] = threads;
 }
 
-// Convolution form of the last argument: 0 direct, 1 Winograd (fp32), 2 Winograd with bf16 products.
+// Convolution form of the last argument: 0 direct, 1 Winograd F(2×2) (fp32), 2 Winograd F(2×2) with
+// bf16 products, 3 Winograd F(4×4) (fp32).
 mvar::Precision form_precision(std::int64_t form) { return form == 2 ? mvar::Precision::BF16 : mvar::Precision::F32; }
+int form_tile(std::int64_t form) { return form == 3 ? 4 : 2; }
 
 // 3×3 conv C → C on a side × side image (args: C, side, threads, form). "GFLOP/s" counts the
 // direct convolution's FLOPs for every form, so the Winograd rows read as effective rates.
@@ -46,7 +48,8 @@ void BM_conv3x3(benchmark::State& st) {
   const auto w = randn(std::size_t(C) * C * 9, 1, 1.f / std::sqrt(9.f * C));
   const auto b = randn(std::size_t(C), 2, 0.1f);
   mvar::Conv2d conv(mvar::TensorView<const float, 4>(w.data(), {C, C, 3, 3}), b);
-  if (form != 0 && !(conv.enable_winograd(form_precision(form)) && conv.winograd_precision() == form_precision(form))) {
+  if (form != 0 && !(conv.enable_winograd(form_precision(form), form_tile(form)) &&
+                     conv.winograd_precision() == form_precision(form) && conv.winograd_tile() == form_tile(form))) {
     st.SkipWithError("this build has no such Winograd form");
     return;
   }
@@ -64,10 +67,11 @@ void BM_conv3x3(benchmark::State& st) {
 }
 // The decoder's 3×3 shapes: mid/level 4 (640 @ 16), level-4 upsample (640 @ 32), level 2 (320 @ 64),
 // level 1 (160 @ 128), level 0 — 70 % of all decoder FLOPs — (160 @ 256).
-// Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16) at the decoder's shapes
-// (it uses fp32 Winograd from 32 px on, bf16 Winograd at every side):
+// Both cores, wall time; direct (0) and the Winograd forms (1 fp32, 2 bf16, 3 fp32 F(4×4)) at the
+// decoder's shapes (it uses fp32 Winograd from 32 px on — F(4×4) for ≤ 160 channels at ≥ 64 px —
+// and bf16 F(2×2) Winograd at every side):
 BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16, 32}, {kThreads}, {0, 1, 2}})
-    ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1, 2}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1, 2}})
+    ->ArgsProduct({{320}, {64}, {kThreads}, {0, 1, 2, 3}})->ArgsProduct({{160}, {128, 256}, {kThreads}, {0, 1, 2, 3}})
     ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 // One thread, CPU time (the kernel's per-core efficiency, meaningful on a loaded machine):
 BENCHMARK(BM_conv3x3)->ArgsProduct({{640}, {16}, {1}, {0}})->ArgsProduct({{160}, {128}, {1}, {0, 1}})
