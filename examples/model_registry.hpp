@@ -44,6 +44,9 @@ struct RunResult {
   int images = 0;
   double sample_seconds = 0, decode_seconds = 0;
   std::size_t weight_bytes = 0, decoder_weight_bytes = 0, workspace_high_water = 0, kv_bytes = 0;
+  std::size_t decoder_workspace_bytes = 0;
+  // Peak RSS of each phase (sampling, then decoding) where the system can measure them apart, else 0.
+  std::size_t sampling_peak_rss = 0, decoding_peak_rss = 0;
   std::vector<std::string> files;
 };
 
@@ -64,32 +67,53 @@ inline std::string detect_architecture(const TensorStore& st) {
                      "); pass --model with one of d16, d20, d24, d30, tiny"));
 }
 
-template <class Model, class Trajectory>
-RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, const VqvaeDecoder& decoder,
-                              Trajectory& traj, const RunRequest& req, const std::vector<int>& labels,
-                              const SampleOptions& opts, std::size_t weight_bytes) {
-  constexpr ModelConfig Cfg = Model::config;
-  const int P = Cfg.patch_nums.last(), side = decoder.config().image_side(P);
-  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
-  {  // The decoded, enlarged and (grid) assembled images: refuse what cannot fit before sampling.
-    const std::string what = concat("the ", labels.size(), " decoded images of ", big, "×", big, " pixels");
-    check_allocation(checked_bytes({labels.size(), std::uint64_t(big), std::uint64_t(big), 3}, 3, what), what);
-  }
-  ThreadPool pool(req.threads);
-  RunResult r;
-  r.images = int(labels.size());
-  r.weight_bytes = weight_bytes;
-  r.decoder_weight_bytes = decoder.conv_bytes();
-  // One arena: the sampler's workspace is idle once generate() returns and decodes the images.
-  Sampler<Model, Trajectory> sampler(model, quant, traj, pool, int(labels.size()), decoder.workspace_bytes(P));
-  const Generation g = sampler.generate(labels, opts);
+/// Peak resident set so far (VmHWM), bytes; 0 where /proc is unavailable.
+inline std::size_t peak_rss_so_far() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::size_t(std::stoull(line.substr(6))) * 1024;
+  return 0;
+}
+
+/// Starts a new peak-RSS window at the current resident set (Linux ≥ 4.0); false where unsupported.
+inline bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  return bool(f << "5" << std::flush);
+}
+
+// The two phases of a run never share memory: the transformer draws every image's f̂ and is freed
+// (with its file's pages), then the decoder is built and decodes. Peak RSS is the larger phase,
+// not the sum (d16 fp32: 1.68 GB with both resident → the transformer phase alone).
+template <ModelConfig Cfg, class Trajectory>
+Generation sample_phase(const TensorStore& tw, const VectorQuantizer& quant, Trajectory& traj, ThreadPool& pool,
+                        const RunRequest& req, const std::vector<int>& labels, const SampleOptions& opts, RunResult& r) {
+  const Transformer<Cfg> model(tw, req.weights == "bf16"     ? WeightLayout::PackedBF16
+                                   : req.weights == "inplace" ? WeightLayout::InPlace
+                                                              : WeightLayout::PackedF32);
+  if (!req.quiet)
+    std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s)\n",
+                req.model.c_str(), layout_name(model.layout()), req.mode.c_str(), labels.size(), double(opts.cfg),
+                opts.top_k, double(opts.top_p), static_cast<unsigned long long>(opts.seed), req.threads);
+  r.weight_bytes = model.weight_bytes();
+  Sampler<Transformer<Cfg>, Trajectory> sampler(model, quant, traj, pool, int(labels.size()));
+  Generation g = sampler.generate(labels, opts);
   r.sample_seconds = g.seconds;
   r.workspace_high_water = g.workspace_high_water;
   r.kv_bytes = g.kv_bytes;
+  return g;
+}
 
+inline void decode_phase(const VqvaeDecoder& decoder, const Generation& g, ThreadPool& pool, const RunRequest& req,
+                         const std::vector<int>& labels, RunResult& r) {
+  const int P = g.side, side = decoder.config().image_side(P);
+  const int up = req.upscale.value_or(side <= 64 ? 4 : 1), big = side * up;
+  r.decoder_weight_bytes = decoder.conv_bytes();
+  if (!req.quiet)
+    std::printf("[generate] decoding with %s decoder convolutions (%.1f MiB)\n", decoder.conv_form(),
+                double(r.decoder_weight_bytes) / 1048576.0);
   const auto t0 = std::chrono::steady_clock::now();
-  Workspace& ws = sampler.workspace();
-  ws.reset();
+  Workspace ws(decoder.workspace_bytes(P));
   Buffer<float> img(std::size_t(3) * side * side);
   std::vector<std::uint8_t> rgb(std::size_t(labels.size()) * side * side * 3);
   for (std::size_t b = 0; b < labels.size(); ++b) {
@@ -99,7 +123,7 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
     if (!req.quiet) std::printf("[generate] decoded image %zu/%zu\n", b + 1, labels.size()), std::fflush(stdout);
   }
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.workspace_high_water = ws.high_water();  // the larger of the two uses
+  r.decoder_workspace_bytes = ws.high_water();
   // Optional nearest-neighbour enlargement for small images (the default model draws 32×32).
   std::vector<std::uint8_t> out(std::size_t(labels.size()) * big * big * 3);
   for (std::size_t b = 0; b < labels.size(); ++b)
@@ -110,21 +134,15 @@ RunResult sample_decode_write(const Model& model, const VectorQuantizer& quant, 
   const int columns = req.columns.value_or(labels.size() == 10 ? 5 : 0);
   r.files = write_png_batch(req.output, out, int(labels.size()), big, big, req.separate ? PngBatch::Numbered : PngBatch::Grid,
                             columns);
-  return r;
 }
 
 template <ModelConfig Cfg>
 RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorStore& tv, const VaeConfig& vcfg,
                    const Recommended& rec, int default_batch) {
-  const Transformer<Cfg> model(tw, req.weights == "bf16"     ? WeightLayout::PackedBF16
-                                   : req.weights == "inplace" ? WeightLayout::InPlace
-                                                              : WeightLayout::PackedF32);
+  // A VAE file the decoder cannot use is refused now, not after the sampling work.
+  VqvaeDecoder::check_weights(tv, vcfg);
   std::vector<int> pn;
   for (int s = 0; s < Cfg.num_scales(); ++s) pn.push_back(Cfg.patch_nums[s]);
-  const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
-  // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
-  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32, req.large_tiles,
-                                                                  Cfg.patch_nums.last()});
 
   std::vector<int> labels = req.labels;
   int batch = req.batch;
@@ -142,6 +160,11 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   for (int l : labels)
     if (l < 0 || l >= Cfg.num_classes)
       throw cli::UsageError(concat("class label ", l, " is out of range [0, ", Cfg.num_classes - 1, "]"));
+  {  // The decoded, enlarged and (grid) assembled images: refuse what cannot fit before sampling.
+    const int side = vcfg.image_side(Cfg.patch_nums.last()), big = side * req.upscale.value_or(side <= 64 ? 4 : 1);
+    const std::string what = concat("the ", labels.size(), " decoded images of ", big, "×", big, " pixels");
+    check_allocation(checked_bytes({labels.size(), std::uint64_t(big), std::uint64_t(big), 3}, 3, what), what);
+  }
 
   SampleOptions o;
   o.cfg = req.cfg.value_or(rec.cfg);
@@ -153,21 +176,37 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   } catch (const Error& e) {
     throw cli::UsageError(e.what());
   }
-  if (!req.quiet) {
-    std::printf("[generate] %s (%s), %s mode, %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s), %s decoder convolutions\n",
-                req.model.c_str(), layout_name(model.layout()), req.mode.c_str(), labels.size(), double(o.cfg), o.top_k, double(o.top_p),
-                static_cast<unsigned long long>(o.seed), req.threads, decoder.conv_form());
+  if (!req.quiet)
     o.on_scale = [](const ScaleReport& s) {
       std::printf("[generate] scale %2d/%d  %3d×%-3d  %8.3f s\n", s.scale + 1, s.scales, s.side, s.side, s.seconds);
       std::fflush(stdout);
     };
+
+  RunResult r;
+  r.images = int(labels.size());
+  ThreadPool pool(req.threads);
+  Generation g;
+  {
+    const VectorQuantizer quant(tv, pn, Cfg.cvae, Cfg.vocab, vcfg.n_phi, vcfg.quant_resi);
+    if (req.mode == "var") {
+      FullPrefix traj(Cfg);
+      g = sample_phase<Cfg>(tw, quant, traj, pool, req, labels, o, r);
+    } else {
+      ScaleMarkov traj(Cfg);
+      g = sample_phase<Cfg>(tw, quant, traj, pool, req, labels, o, r);
+    }
   }
-  if (req.mode == "var") {
-    FullPrefix traj(Cfg);
-    return sample_decode_write(model, quant, decoder, traj, req, labels, o, model.weight_bytes());
-  }
-  ScaleMarkov traj(Cfg);
-  return sample_decode_write(model, quant, decoder, traj, req, labels, o, model.weight_bytes());
+  // The transformer is gone; drop the file pages it read in place or that are still cached in us.
+  for (const auto& t : tw.tensors()) tw.release_pages(t);
+  r.sampling_peak_rss = peak_rss_so_far();
+  if (!reset_peak_rss()) r.sampling_peak_rss = 0;  // no separate window for the decoder phase
+
+  // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
+  const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32,
+                                                              req.large_tiles, Cfg.patch_nums.last()});
+  decode_phase(decoder, g, pool, req, labels, r);
+  if (r.sampling_peak_rss) r.decoding_peak_rss = peak_rss_so_far();
+  return r;
 }
 
 }  // namespace detail

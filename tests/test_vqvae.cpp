@@ -186,6 +186,26 @@ TEST_CASE("VqvaeDecoder binding lists every problem and catches config mismatche
   cfg = mvar::VaeConfig::tiny();
   cfg.ch = 40;
   REQUIRE_THROWS_WITH(mvar::VqvaeDecoder(vae, cfg), Catch::Contains("multiple of 32"));
+
+  // check_weights (no packing) refuses exactly what the constructor refuses, with the same message.
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const mvar::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  auto no_attn = mvar::VaeConfig::tiny();
+  no_attn.using_mid_sa = false;
+  const std::vector<std::pair<const mvar::TensorStore*, mvar::VaeConfig>> bad = {
+      {&vae, mvar::VaeConfig::official()}, {&vae, no_attn}, {&partial, mvar::VaeConfig::tiny()}, {&vae, cfg}};
+  for (const auto& [store, c] : bad) {
+    const std::string built = message([&] { mvar::VqvaeDecoder(*store, c); });
+    CHECK(!built.empty());
+    CHECK(message([&] { mvar::VqvaeDecoder::check_weights(*store, c); }) == built);
+  }
+  REQUIRE_NOTHROW(mvar::VqvaeDecoder::check_weights(vae, mvar::VaeConfig::tiny()));
 }
 
 TEST_CASE("to_rgb8: clamp, (x+1)/2, truncation of 255·y, HWC", "[model][vqvae]") {

@@ -69,14 +69,16 @@ struct VaeLevel {
 };
 
 /// Binds tensors under official names, remembering every name it asked for.
+/// With check_only, binds nothing: every name and shape is checked, no weight is read or packed.
 class VaeBinder {
  public:
-  VaeBinder(const TensorStore& store, std::string what) : store_(store), check_(store, std::move(what)) {}
+  VaeBinder(const TensorStore& store, std::string what, bool check_only = false)
+      : store_(store), check_(store, std::move(what)), check_only_(check_only) {}
 
   Conv2d conv(const std::string& prefix, std::int64_t co, std::int64_t ci, std::int64_t k) {
     const TensorRef* w = get(prefix + ".weight", {co, ci, k, k});
     const TensorRef* b = get(prefix + ".bias", {co});
-    if (!w || !b) return {};
+    if (!w || !b || check_only_) return {};
     const std::vector<float> bf = b->to_float();
     // float32 in the file (aligned): packed straight from the mapped bytes, else via a copy.
     std::vector<float> wf;
@@ -94,7 +96,7 @@ class VaeBinder {
   VaeNorm norm(const std::string& prefix, std::int64_t c) {
     const TensorRef* w = get(prefix + ".weight", {c});
     const TensorRef* b = get(prefix + ".bias", {c});
-    if (!w || !b) return {};
+    if (!w || !b || check_only_) return {};
     return {w->to_float(), b->to_float()};
   }
   VaeResnetBlock resnet(const std::string& prefix, std::int64_t cin, std::int64_t cout) {
@@ -133,6 +135,7 @@ class VaeBinder {
   }
   const TensorStore& store_;
   WeightChecker check_;
+  bool check_only_ = false;
   std::set<std::string> asked_;
 };
 
@@ -319,11 +322,20 @@ class VqvaeDecoder {
   /// Binds post_quant_conv.* and decoder.* (official names, SPEC §2.3) for `cfg`; throws one
   /// mvar::Error listing every missing, mis-shaped or unexpected tensor.
   VqvaeDecoder(const TensorStore& vae, VaeConfig cfg) : VqvaeDecoder(vae, std::move(cfg), Options{}) {}
-  VqvaeDecoder(const TensorStore& vae, VaeConfig cfg, Options opts) : cfg_(std::move(cfg)) {
+  VqvaeDecoder(const TensorStore& vae, VaeConfig cfg, Options opts) : VqvaeDecoder(vae, std::move(cfg), opts, false) {}
+
+  /// Throws what the constructor would (the same mvar::Error listing every missing, mis-shaped or
+  /// unexpected tensor) without reading or packing a weight: milliseconds, no memory. For a
+  /// program that builds the decoder only after sampling (so the two never share the memory) and
+  /// wants a bad VAE file refused before the sampling work.
+  static void check_weights(const TensorStore& vae, VaeConfig cfg) { VqvaeDecoder(vae, std::move(cfg), Options{}, true); }
+
+ private:
+  VqvaeDecoder(const TensorStore& vae, VaeConfig cfg, Options opts, bool check_only) : cfg_(std::move(cfg)) {
     cfg_.validate();
     if (opts.latent_side < 1)
       throw Error(concat("VqvaeDecoder: Options::latent_side must be ≥ 1, got ", opts.latent_side));
-    detail::VaeBinder bind(vae, "VqvaeDecoder");
+    detail::VaeBinder bind(vae, "VqvaeDecoder", check_only);
     const int levels = cfg_.levels();
     index block_in = index(cfg_.ch) * cfg_.ch_mult.back();
     post_quant_ = bind.conv("post_quant_conv", cfg_.cvae, cfg_.cvae, 3);
@@ -348,7 +360,7 @@ class VqvaeDecoder {
     norm_out_ = bind.norm("decoder.norm_out", block_in);
     conv_out_ = bind.conv("decoder.conv_out", 3, block_in, 3);
     bind.finish({"decoder.", "post_quant_conv."});
-    if (opts.winograd) {
+    if (opts.winograd && !check_only) {
       // The top level (the latent side, 16 px for the official VAE) only with bf16 products: in
       // fp32 the Winograd form measured no faster than the direct kernel there (640 channels at
       // 16 px: four tile groups in two panels, and 26 MB of transformed filters streamed per
@@ -371,6 +383,8 @@ class VqvaeDecoder {
       wino(conv_out_, side_of(0));
     }
   }
+
+ public:
 
   /// Widest layer (input and output channels) and smallest image side that Options::large_tiles
   /// runs in F(4×4, 3×3).
