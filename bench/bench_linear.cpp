@@ -4,7 +4,8 @@
 // qkv 1024→3072, proj 1024→1024, fc1 1024→4096, fc2 4096→1024, AdaLN 1024→6144, head 1024→4096.
 // Variants: `linear` (weights in place, the model's call), `packed` (PackedLinear, weights packed
 // at load), `eigen_slabs` (the previous implementation: one single-threaded Eigen product per
-// 256-column slab), `naive` (the fp32 triple loop, a few shapes only).
+// 256-column slab), `naive` (the fp32 triple loop, a few shapes only); and BM_pack_a, the packing
+// of the activations alone (fp32 and bf16).
 // Counters: FLOP/s (2·M·N·K per call), pct_peak (of 451 GFLOP/s, 2 cores fp32 FMA), W_GB/s (bytes
 // of W read per call / time) and pct_dram (of 45 GB/s). Wall time (UseRealTime), pool of 2.
 // Cache state: every iteration uses the next of several weight copies totalling ≥ kColdBytes,
@@ -149,8 +150,52 @@ void BM_peak_fma(benchmark::State& st) {
   st.counters["FLOP/s"] = benchmark::Counter(flop, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Packing A (the activations) into the micro-kernels' row panels, the whole of K at once as the
+// shared packed A of one PackedLinear call (≥ 56 rows on 2 threads): one thread, CPU time. fp32:
+// pack_a (14-row panels, k-major); bf16: pack_a_bf16 (rounded to bf16, paired over k). Counter:
+// ns per packed element (fp32) or per (row, k-pair) (bf16), over the M × K input.
+template <bool Bf16>
+void BM_pack_a(benchmark::State& st) {
+  const Index M = st.range(0), K = st.range(1);
+  mvar::Buffer<float> x(std::size_t(M * K));
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto& e : x) e = u(rng);
+#if defined(MVAR_HAS_BF16_GEMM)
+  using B = mvar::detail::Bf16Tile;
+  const Index Kp = (K + 1) / 2, panels_bf16 = (M + B::MR - 1) / B::MR;
+  mvar::Buffer<std::uint32_t> dst_bf16(std::size_t(panels_bf16 * Kp * B::MR));
+#else
+  if (Bf16) {
+    st.SkipWithError("no AVX512-BF16 in this build");
+    return;
+  }
+#endif
+  using T = mvar::detail::GemmTile<xsimd::default_arch>;
+  const Index panels = (M + T::MR - 1) / T::MR;
+  mvar::Buffer<float> dst(std::size_t(panels * K * T::MR));
+  for (auto _ : st) {
+    if constexpr (Bf16) {
+#if defined(MVAR_HAS_BF16_GEMM)
+      mvar::detail::pack_a_bf16(x.data(), K, M, K, 0, panels_bf16, 0, Kp, dst_bf16.data());
+      benchmark::DoNotOptimize(dst_bf16.data());
+#endif
+    } else {
+      mvar::detail::pack_a<xsimd::default_arch>(x.data(), K, M, 0, panels, 0, K, dst.data());
+      benchmark::DoNotOptimize(dst.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  const double units = Bf16 ? double(M) * double((K + 1) / 2) : double(M) * double(K);
+  st.counters[Bf16 ? "s_per_pair" : "s_per_elem"] =
+      benchmark::Counter(units, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * M * K * Index(sizeof(float)));
+}
+
 }  // namespace
 
+BENCHMARK_TEMPLATE(BM_pack_a, false)->Args({50, 1024})->Args({200, 1024})->Args({512, 1024})->Args({512, 4096});
+BENCHMARK_TEMPLATE(BM_pack_a, true)->Args({50, 1024})->Args({200, 1024})->Args({512, 1024})->Args({512, 4096});
 BENCHMARK(BM_peak_fma)->UseRealTime();
 BENCHMARK(BM_linear)->Apply(all_shapes)->UseRealTime();
 BENCHMARK(BM_packed)->Apply(all_shapes)->UseRealTime();
