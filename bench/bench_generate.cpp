@@ -3,12 +3,16 @@
 // decoder separately, batch 1/4/16 with CFG on (cfg 1.5, top-k 900, top-p 0.96), 2 threads.
 // Counters: s{k}_seconds per scale (per batch), total_seconds, images_per_s, GFLOP/s, % of the
 // fp32 peak (451 GFLOP/s measured on the reference machine; override with MVAR_PEAK_GFLOPS),
-// workspace / K/V high-water marks and peak RSS.
+// workspace / K/V high-water marks, peak RSS of the process and gen_rss_MiB: how far the RSS rose
+// above its level before the sampler was built (weights resident) during the benchmark — what a
+// generation adds beyond the weights.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "mvar/mvar.hpp"
@@ -30,6 +34,20 @@ double peak_rss_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;
+}
+/// A field of /proc/self/status in KiB (VmRSS, VmHWM); −1 where unavailable.
+double status_kib(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + key.size());
+  return -1;
+}
+/// Restarts the kernel's RSS high-water mark at the current RSS (Linux); false where unsupported.
+bool reset_rss_high_water() {
+  std::ofstream f("/proc/self/clear_refs");
+  return bool(f << "5" << std::flush);
 }
 
 struct D16Setup {
@@ -74,6 +92,9 @@ void BM_generate(benchmark::State& st) {
   const D16& model = model_with<Layout>();
   const int batch = int(st.range(0));
   const bool mvar = std::is_same_v<Trajectory, ScaleMarkov>;
+  // The generation's own memory: RSS growth from here (weights already resident) to the peak.
+  const bool window = reset_rss_high_water();
+  const double rss0 = status_kib("VmRSS");
   ThreadPool pool(2);
   Trajectory traj(Cfg);
   Sampler<D16, Trajectory> sampler(model, S.quant, traj, pool, batch);
@@ -103,7 +124,9 @@ void BM_generate(benchmark::State& st) {
   st.counters["workspace_MiB"] = double(g.workspace_high_water) / 1048576.0;
   st.counters["kv_MiB"] = double(g.kv_bytes) / 1048576.0;
   st.counters["weights_MiB"] = double(model.weight_bytes()) / 1048576.0;
-  st.counters["peak_rss_MiB"] = peak_rss_mib();
+  st.counters["peak_rss_MiB"] = peak_rss_mib();  // the whole process, random weights made in-process included
+  // Beyond the resident weights: workspace, K/V cache, packing scratch, threads, the outputs.
+  if (window && rss0 >= 0) st.counters["gen_rss_MiB"] = (status_kib("VmHWM") - rss0) / 1024.0;
 }
 
 // The decoder (arg: 0 fp32 Winograd — the default, 1 Winograd with bf16 products, as --weights bf16).
