@@ -62,6 +62,15 @@ class Buffer {
   }
   ~Buffer() { release(data_, size_); }
 
+  /// Makes room for at least n elements: a no-op when size() ≥ n, else the old storage is released
+  /// first and a zeroed one of exactly n elements takes its place (contents are not kept), so the
+  /// old and the new are never resident together. For scratch grown to its largest request.
+  void grow(std::size_t n) {
+    if (size_ >= n) return;
+    *this = Buffer();
+    *this = Buffer(n);
+  }
+
   T* data() { return data_; }
   const T* data() const { return data_; }
   std::size_t size() const { return size_; }

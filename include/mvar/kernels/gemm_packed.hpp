@@ -71,15 +71,12 @@ inline const float* panel_bias(const float* bias, std::ptrdiff_t n0, std::ptrdif
 /// Per-thread packing scratch, grown (never shrunk) to the largest request: memory is allocated
 /// on the first calls at a new largest shape only, never in the kernels' loops. Slot 0: a chunk's
 /// packed A, slot 1: a chunk's packed B block, slot 2: A packed by all threads together for one
-/// call (owned by the calling thread, read by every chunk). Grown to exactly the request, the old
-/// buffer freed first: no slack and no moment with both resident (slot 2 reaches 8 MiB at d16's
-/// last scale; the peak RSS of a run is reached there).
+/// call (owned by the calling thread, read by every chunk). Grown to exactly the request
+/// (Buffer::grow: no slack, never old and new resident together — slot 2 reaches 8 MiB at d16's
+/// last scale, where the peak RSS of a run is reached).
 inline float* thread_scratch(int slot, std::size_t n) {
   thread_local Buffer<float> bufs[3];
-  if (bufs[slot].size() < n) {
-    bufs[slot] = Buffer<float>();
-    bufs[slot] = Buffer<float>(n);
-  }
+  bufs[slot].grow(n);
   return bufs[slot].data();
 }
 

@@ -398,8 +398,8 @@ inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff
   parallel_for(pool, geo.panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
     thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
     const std::size_t mn = std::size_t(Xi * co_pad * NR);
-    if (vbuf.size() < v_floats) vbuf = Buffer<float>(v_floats);
-    if (mbuf.size() < mn) mbuf = Buffer<float>(mn);
+    vbuf.grow(v_floats);
+    mbuf.grow(mn);
     float* V = vbuf.data();
     float* M = mbuf.data();  // [16][co_pad][48]
     for (std::ptrdiff_t q = q0; q < q1; ++q) {

@@ -385,7 +385,6 @@ class VqvaeDecoder {
   }
 
  public:
-
   /// Widest layer (input and output channels) and smallest image side that Options::large_tiles
   /// runs in F(4×4, 3×3).
   static constexpr index kLargeTileChannels = 160, kLargeTileMinSide = 64;
