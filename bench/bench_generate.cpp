@@ -11,7 +11,6 @@
 #include <sys/resource.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,21 +35,6 @@ double peak_rss_mib() {
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;
 }
-/// A field of /proc/self/status in KiB (VmRSS, VmHWM); −1 where unavailable.
-double status_kib(const char* field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  const std::string key = std::string(field) + ":";
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + key.size());
-  return -1;
-}
-/// Restarts the kernel's RSS high-water mark at the current RSS (Linux); false where unsupported.
-bool reset_rss_high_water() {
-  std::ofstream f("/proc/self/clear_refs");
-  return bool(f << "5" << std::flush);
-}
-
 struct D16Setup {
   TensorStore tw = test::random_transformer(Cfg, 1);
   TensorStore tv = ref::random_vae_store(VaeConfig::official(), 2);
@@ -94,8 +78,8 @@ void BM_generate(benchmark::State& st) {
   const int batch = int(st.range(0));
   const bool mvar = std::is_same_v<Trajectory, ScaleMarkov>;
   // The generation's own memory: RSS growth from here (weights already resident) to the peak.
-  const bool window = reset_rss_high_water();
-  const double rss0 = status_kib("VmRSS");
+  const bool window = reset_peak_resident();
+  const long rss0 = process_status_kib("VmRSS");
   ThreadPool pool(2);
   Trajectory traj(Cfg);
   Sampler<D16, Trajectory> sampler(model, S.quant, traj, pool, batch);
@@ -133,7 +117,7 @@ void BM_generate(benchmark::State& st) {
   st.counters["weights_MiB"] = double(model.weight_bytes()) / 1048576.0;
   st.counters["peak_rss_MiB"] = peak_rss_mib();  // the whole process, random weights made in-process included
   // Beyond the resident weights: workspace, K/V cache, packing scratch, threads, the outputs.
-  if (window && rss0 >= 0) st.counters["gen_rss_MiB"] = (status_kib("VmHWM") - rss0) / 1024.0;
+  if (window && rss0 >= 0) st.counters["gen_rss_MiB"] = double(process_status_kib("VmHWM") - rss0) / 1024.0;
 }
 
 // The decoder (arg: 0 fp32 Winograd — the default, 1 Winograd with bf16 products, as --weights bf16).

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -65,21 +64,6 @@ inline std::string detect_architecture(const TensorStore& st) {
   if (f->depth == presets::tiny.depth && f->width == presets::tiny.width) return "tiny";
   throw Error(concat(st.source(), ": unknown architecture (depth ", f->depth, ", width ", f->width,
                      "); pass --model with one of d16, d20, d24, d30, tiny"));
-}
-
-/// Peak resident set so far (VmHWM), bytes; 0 where /proc is unavailable.
-inline std::size_t peak_rss_so_far() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::size_t(std::stoull(line.substr(6))) * 1024;
-  return 0;
-}
-
-/// Starts a new peak-RSS window at the current resident set (Linux ≥ 4.0); false where unsupported.
-inline bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  return bool(f << "5" << std::flush);
 }
 
 // The two phases of a run never share memory: the transformer draws every image's f̂ and is freed
@@ -198,14 +182,15 @@ RunResult run_arch(const RunRequest& req, const TensorStore& tw, const TensorSto
   }
   // The transformer is gone; drop the file pages it read in place or that are still cached in us.
   for (const auto& t : tw.tensors()) tw.release_pages(t);
-  r.sampling_peak_rss = peak_rss_so_far();
-  if (!reset_peak_rss()) r.sampling_peak_rss = 0;  // no separate window for the decoder phase
+  const long sampling_kib = process_status_kib("VmHWM");
+  // A separate window for the decoder phase, where the system can restart the high-water mark.
+  if (sampling_kib > 0 && reset_peak_resident()) r.sampling_peak_rss = std::size_t(sampling_kib) * 1024;
 
   // bf16 weights also give the decoder's Winograd layers bf16 products (`--conv direct` keeps fp32).
   const VqvaeDecoder decoder(tv, vcfg, VqvaeDecoder::Options{req.winograd, req.weights == "bf16" ? Precision::BF16 : Precision::F32,
                                                               req.large_tiles, Cfg.patch_nums.last()});
   decode_phase(decoder, g, pool, req, labels, r);
-  if (r.sampling_peak_rss) r.decoding_peak_rss = peak_rss_so_far();
+  if (r.sampling_peak_rss) r.decoding_peak_rss = std::size_t(std::max(0L, process_status_kib("VmHWM"))) * 1024;
   return r;
 }
 

@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstring>
-#include <fstream>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "mvar/core/buffer.hpp"
 #include "mvar/core/parallel.hpp"
+#include "mvar/core/process_memory.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/core/workspace.hpp"
 
@@ -70,12 +69,7 @@ TEST_CASE("Buffer: 64-byte aligned, zeroed, movable", "[core]") {
 
 namespace {
 // Resident anonymous memory of this process in KiB (Linux), −1 elsewhere.
-long rss_anon_kib() {
-  std::ifstream f("/proc/self/status");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
-  return -1;
-}
+long rss_anon_kib() { return mvar::process_status_kib("RssAnon"); }
 }  // namespace
 
 TEST_CASE("Buffer: every size is zeroed and aligned; large ones are given back when released", "[core]") {
@@ -125,17 +119,10 @@ TEST_CASE("Buffer::grow: no-op when large enough, else exactly n zeroed, the old
   // through /proc/self/clear_refs; elsewhere this part is skipped).
   mvar::Buffer<float> big(std::size_t(8) << 20);
   std::fill(big.begin(), big.end(), 1.f);
-  auto status_kib = [](const char* key) {
-    std::ifstream f("/proc/self/status");
-    for (std::string line; std::getline(f, line);)
-      if (line.rfind(key, 0) == 0) return std::stol(line.substr(std::strlen(key)));
-    return -1L;
-  };
-  std::ofstream clear("/proc/self/clear_refs");
-  if (!(clear << "5" << std::flush) || status_kib("VmRSS:") < 0) return;
-  const long before = status_kib("VmRSS:");
+  if (!mvar::reset_peak_resident() || mvar::process_status_kib("VmRSS") < 0) return;
+  const long before = mvar::process_status_kib("VmRSS");
   big.grow(std::size_t(10) << 20);
-  const long rise = status_kib("VmHWM:") - before;
+  const long rise = mvar::process_status_kib("VmHWM") - before;
   CAPTURE(rise);
   REQUIRE(rise <= 12 * 1024);  // 8 MiB more, plus slack; both at once would be ≥ 40 MiB
 }

@@ -7,6 +7,7 @@
 #include "mvar/core/error.hpp"
 #include "mvar/core/memory_limit.hpp"
 #include "mvar/core/parallel.hpp"
+#include "mvar/core/process_memory.hpp"
 #include "mvar/core/tensor_view.hpp"
 #include "mvar/core/workspace.hpp"
 // io
