@@ -38,7 +38,7 @@ void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayo
   Workspace ws(Tiny::conditioning_bytes(R) + Tiny::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
                Workspace::round(4ul * R * pn.max_tokens() * (Tiny::C + Tiny::V)) + 4096);
   auto cond = model.condition(pool, labels, ws);
-  traj.begin(R);
+  traj.reserve(R);
   for (int s = 0; s < pn.size(); ++s) {
     CAPTURE(s);
     const int n = pn.tokens(s);

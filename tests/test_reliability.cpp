@@ -670,9 +670,9 @@ TEST_CASE("reliability: a batch whose memory exceeds the machine is refused befo
   }
   SECTION("VAR: the K/V cache for the rows is checked") {
     mvar::FullPrefix traj(TinyModel::config);
-    REQUIRE_THROWS_WITH(traj.begin(1 << 28), Catch::Contains("VAR K/V cache for 268435456 rows") &&
+    REQUIRE_THROWS_WITH(traj.reserve(1 << 28), Catch::Contains("VAR K/V cache for 268435456 rows") &&
                                                  Catch::Contains("refusing before allocating"));
-    REQUIRE_NOTHROW(traj.begin(2));  // and still usable afterwards
+    REQUIRE_NOTHROW(traj.reserve(2));  // and still usable afterwards
   }
   SECTION("control: ordinary batches are unaffected") {
     mvar::ScaleMarkov traj(TinyModel::config);

@@ -98,6 +98,7 @@ class Transformer {
 
  public:
   static constexpr ModelConfig config = Cfg;
+  using Conditioning = mvar::Conditioning;
   static constexpr int C = Cfg.width, H = Cfg.heads, HD = Cfg.head_dim(), F = Cfg.ffn_hidden(), V = Cfg.vocab;
 
   /// Binds the weights (strictly, by official name). With WeightLayout::InPlace the float32

@@ -1,10 +1,11 @@
 // mvar/sampling/sampler.hpp — the generic next-scale sampler (SPEC §1.12, §3.2).
 //
-// Sampler<Model, Trajectory> composes a transformer (Transformer<Cfg>), a trajectory policy
-// (ScaleMarkov for MVAR, FullPrefix for VAR, or a user's own TrajectoryPolicy) and the VQ stage
-// (VectorQuantizer). For each scale s it builds the step input from f̂, runs the model with the
-// policy's attention, mixes CFG, masks top-k/top-p, draws tokens with the counter-based RNG and
-// folds them into f̂. The only state between steps is f̂ (plus the policy's own — none for MVAR).
+// Sampler<Model, Trajectory> composes a next-scale model (Transformer<Cfg>, or any NextScaleModel),
+// a trajectory (ScaleMarkov for MVAR, FullPrefix for VAR, or a user's own TrajectoryFor<T, Model>)
+// and the VQ stage (VectorQuantizer). For each scale s the trajectory forms the step input from
+// what it carries, the model runs with the trajectory's attention, the sampler mixes CFG, masks
+// top-k/top-p and draws tokens with the counter-based RNG, and the trajectory folds the tokens
+// into its state (f̂ for MVAR; f̂ + K/V for VAR). The sampler itself keeps nothing between steps.
 //
 // Memory: one Workspace, sized at construction for `max_batch` images by the largest scale, is
 // reused by every step and every generate() call; nothing is allocated between kernels. Its size
@@ -34,6 +35,7 @@
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/transformer.hpp"
 #include "mvar/sampling/cfg.hpp"
+#include "mvar/sampling/next_scale_model.hpp"
 #include "mvar/sampling/rng.hpp"
 #include "mvar/sampling/top_k_top_p.hpp"
 #include "mvar/sampling/trajectory.hpp"
@@ -91,7 +93,8 @@ inline void validate_options(const SampleOptions& o, std::span<const int> labels
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw Error(concat("sample: top_p must be in (0, 1], got ", o.top_p));
 }
 
-template <class Model, TrajectoryPolicy Trajectory>
+template <NextScaleModel Model, class Trajectory>
+  requires TrajectoryFor<Trajectory, Model>
 class Sampler {
  public:
   static constexpr ModelConfig Cfg = Model::config;
@@ -152,11 +155,13 @@ class Sampler {
     g.batch = B;
     g.cvae = E;
     g.side = P;
-    g.fhat = Buffer<float>(std::size_t(B) * E * P * P);
     g.tokens.resize(std::size_t(S));
     ws_.reset();
-    traj_.begin(R);
-    const Conditioning cond = model_.condition(pool_, row_labels, ws_);
+    const typename Model::Conditioning cond = model_.condition(pool_, row_labels, ws_);
+    auto step = [&](int s, int rows, TensorView<const float, 2> guided = {}) {
+      return Step<Model>{pool_, model_, quant_, cond, ws_, s, B, rows, guided};
+    };
+    traj_.begin(step(0, R));
     const CounterRng rng(o.seed);
 
     for (int s = 0; s < S; ++s) {
@@ -166,16 +171,7 @@ class Sampler {
       const auto mark = ws_.mark();
       TensorView<float, 2> x(ws_.take<float>(std::size_t(Rs) * n * C), {std::ptrdiff_t(Rs) * n, C});
       TensorView<float, 2> logits(ws_.take<float>(std::size_t(Rs) * n * V), {std::ptrdiff_t(Rs) * n, V});
-      if (s == 0) {
-        model_.embed_first(cond, Rs, x);
-      } else {
-        TensorView<float, 2> z(ws_.take<float>(std::size_t(n) * E), {n, E});
-        for (int b = 0; b < B; ++b) {
-          quant_.area_tokens(s, g.image_fhat(b), z);
-          model_.embed_scale(pool_, s, z, x.slice(0, std::ptrdiff_t(b) * n, std::ptrdiff_t(b + 1) * n));
-          if (Rs == 2 * B) std::memcpy(x.row(std::ptrdiff_t(B + b) * n), x.row(std::ptrdiff_t(b) * n), sizeof(float) * std::size_t(n) * C);
-        }
-      }
+      traj_.input(step(s, Rs), x);
       model_.forward(pool_, s, cond, Rs, x, [&](const AttentionCall& c) { traj_.attend(pool_, c); }, logits, ws_);
 
       // Guided logits in place over the conditional half.
@@ -210,10 +206,8 @@ class Sampler {
       for (std::int32_t t : tok)
         if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));
 
-      for (int b = 0; b < B; ++b)
-        quant_.add_scale(pool_, s, std::span<const std::int32_t>(tok.data() + std::size_t(b) * n, std::size_t(n)),
-                         TensorView<float, 3>(g.fhat.data() + std::size_t(b) * E * P * P, {E, P, P}), ws_);
-      if (o.on_fhat) o.on_fhat(s, TensorView<const float, 4>(g.fhat.data(), {B, E, P, P}));
+      traj_.advance(step(s, Rs, guided), tok);
+      if (o.on_fhat) o.on_fhat(s, traj_.fhat());
       ws_.release(mark);
       if (o.on_scale) {
         ScaleReport rep;
@@ -227,6 +221,7 @@ class Sampler {
         o.on_scale(rep);
       }
     }
+    g.fhat = traj_.take_fhat();
     g.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     g.workspace_bytes = ws_.capacity();
     g.workspace_high_water = ws_.high_water();
@@ -244,7 +239,8 @@ class Sampler {
 };
 
 /// One-call form: builds a Sampler for this batch and generates.
-template <class Model, TrajectoryPolicy Trajectory>
+template <NextScaleModel Model, class Trajectory>
+  requires TrajectoryFor<Trajectory, Model>
 Generation sample(ThreadPool& pool, const Model& model, const VectorQuantizer& quant, Trajectory& traj,
                   std::span<const int> labels, const SampleOptions& opts) {
   Sampler<Model, Trajectory> s(model, quant, traj, pool, std::max<int>(1, int(labels.size())));
