@@ -15,12 +15,14 @@
 
 #include "mvar/core/error.hpp"
 
-namespace mvar::cli {
+namespace cli {
+
+using mvar::concat;
 
 /// A bad command line (exit code 2), as opposed to a runtime failure.
-class UsageError : public Error {
+class UsageError : public mvar::Error {
  public:
-  using Error::Error;
+  using mvar::Error::Error;
 };
 
 struct OptionSpec {
@@ -95,6 +97,18 @@ class Args {
     if (used != s.size() || s.empty()) throw UsageError(concat("option '--", k, "': '", s, "' is not a number"));
     return v;
   }
+  /// Comma-separated words ("Sneaker,Bag,3").
+  std::vector<std::string> list(const std::string& k) const {
+    std::vector<std::string> out;
+    const std::string s = str(k);
+    std::size_t b = 0;
+    while (b <= s.size()) {
+      const auto e = std::min(s.find(',', b), s.size());
+      out.push_back(s.substr(b, e - b));
+      b = e + 1;
+    }
+    return out;
+  }
   /// Comma-separated integers ("3,17,980").
   std::vector<int> int_list(const std::string& k) const {
     std::vector<int> out;
@@ -155,4 +169,4 @@ class Args {
   std::map<std::string, std::string> values_;
 };
 
-}  // namespace mvar::cli
+}  // namespace cli

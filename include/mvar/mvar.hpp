@@ -13,7 +13,6 @@
 // io
 #include "mvar/io/checkpoint.hpp"
 #include "mvar/io/dtype.hpp"
-#include "mvar/io/model_description.hpp"
 #include "mvar/io/png.hpp"
 #include "mvar/io/pth.hpp"
 #include "mvar/io/safetensors.hpp"
@@ -28,6 +27,7 @@
 #include "mvar/kernels/resample.hpp"
 // model
 #include "mvar/model/config.hpp"
+#include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/transformer.hpp"
 #include "mvar/model/vae_config.hpp"
@@ -35,7 +35,12 @@
 #include "mvar/model/weights.hpp"
 // sampling
 #include "mvar/sampling/cfg.hpp"
+#include "mvar/sampling/next_scale_model.hpp"
 #include "mvar/sampling/rng.hpp"
 #include "mvar/sampling/sampler.hpp"
 #include "mvar/sampling/top_k_top_p.hpp"
 #include "mvar/sampling/trajectory.hpp"
+// pipeline
+#include "mvar/pipeline/builtin_presets.hpp"
+#include "mvar/pipeline/pipeline.hpp"
+#include "mvar/pipeline/preset.hpp"

@@ -1,4 +1,4 @@
-// mvar/io/model_description.hpp — reads a model directory's config.json (the format of
+// mvar/model/model_description.hpp — reads a model directory's config.json (the format of
 // models/fashion_mnist/config.json and of the fixtures' *.config.json): the transformer's
 // architecture as a ModelConfig (to check against a compiled preset), the VQVAE's VaeConfig and
 // the recommended sampling settings. Missing or malformed fields are an mvar::Error naming them.
@@ -24,6 +24,7 @@ struct Recommended {
 };
 
 struct ModelDescription {
+  std::string model;  // "var" or "mvar" where the file says (its "model" field), else empty
   ModelConfig arch;
   VaeConfig vae;
   Recommended rec;
@@ -41,6 +42,7 @@ inline ModelDescription load_model_description(const std::string& path) {
   }
   ModelDescription m;
   try {
+    if (j.contains("model") && j["model"].is_string()) m.model = j["model"].get<std::string>();
     m.arch.depth = j.at("depth");
     m.arch.width = j.at("embed_dim");
     m.arch.heads = j.at("num_heads");

@@ -1,0 +1,20 @@
+# generate writes its settings into the PNG and `generate --info` prints them back; --info on a
+# PNG without them, and on a file that is not a PNG, is an error naming the file.
+#   cmake -DEXE=<generate> -DWORK=<dir> -DFX=<fixtures> -P info.cmake
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+function(run expect_rc regex)
+  execute_process(COMMAND ${EXE} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL expect_rc OR NOT "${out}${err}" MATCHES "${regex}")
+    message(FATAL_ERROR "generate ${ARGN}: exit ${rc} (expected ${expect_rc}), output does not match '${regex}':\n${out}${err}")
+  endif()
+  set(last "${out}" PARENT_SCOPE)
+endfunction()
+run(0 "wrote" --batch 2 --class Sneaker --seed 17 --cfg 2.5 --top-k 50 --top-p 0.9 --threads 1 --separate --quiet --output ${WORK}/a.png)
+run(0 "parameters: model: fashion_mnist.*mode: mvar, class: Sneaker, seed: 17, stream: 1, cfg: 2.5, top-k: 50, top-p: 0.9.*mvar: [0-9]" --info ${WORK}/a_001.png)
+run(0 "wrote" --transformer ${FX}/tiny.transformer.safetensors --vae ${FX}/tiny.vae.safetensors --mode var --class 3,null --seed 4 --quiet --output ${WORK}/grid.png)
+run(0 "transformer: tiny.transformer.safetensors, vae: tiny.vae.safetensors, mode: var, class: 3,null, seed: 4, stream: 0-1" --info ${WORK}/grid.png)
+file(WRITE ${WORK}/not.png "plain text")
+run(1 "not.png: not a PNG file" --info ${WORK}/not.png)
+run(1 "no.png: cannot open" --info ${WORK}/no.png)
+message(STATUS "ok")
