@@ -231,10 +231,12 @@ int run(const cli::Args& args) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   const double peak = double(std::max<std::size_t>(im.peak_rss, std::size_t(ru.ru_maxrss) * 1024)) / MiB;
-  std::printf("[generate] peak RSS %.1f MiB; sampling phase %.1f MiB (weights %.1f MiB, workspace %.1f MiB high-water, K/V cache %.1f MiB), "
-              "then decoding (convolution weights %.1f MiB, workspace %.1f MiB)\n",
+  std::printf("[generate] peak RSS %.1f MiB; sampling phase %.1f MiB (weights %.1f MiB, workspace %.1f MiB high-water, "
+              "thread scratch %.1f MiB, K/V cache %.1f MiB), then decoding (convolution weights %.1f MiB, workspace %.1f MiB, "
+              "thread scratch %.1f MiB)\n",
               peak, double(im.sampling_peak_rss) / MiB, double(im.weight_bytes) / MiB, double(im.workspace_bytes) / MiB,
-              double(im.kv_bytes) / MiB, double(im.decoder_weight_bytes) / MiB, double(im.decoder_workspace_bytes) / MiB);
+              double(im.sampling_thread_scratch) / MiB, double(im.kv_bytes) / MiB, double(im.decoder_weight_bytes) / MiB,
+              double(im.decoder_workspace_bytes) / MiB, double(im.decoding_thread_scratch) / MiB);
   for (const auto& f : files) std::printf("[generate] wrote %s\n", f.c_str());
   return 0;
 }

@@ -12,6 +12,7 @@
 // system queries; a failed allocation of any size is an mvar::Error as well.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -143,6 +144,53 @@ class Buffer {
   }
   T* data_ = nullptr;
   std::size_t size_ = 0;
+};
+
+namespace detail {
+struct ScratchCounter {
+  std::atomic<std::size_t> now{0}, high{0};
+};
+inline ScratchCounter& scratch_counter() {
+  static ScratchCounter c;
+  return c;
+}
+}  // namespace detail
+
+/// Bytes of thread-local scratch alive now, over all threads, and their high-water mark since
+/// the start (or the last reset_thread_scratch_high_water): the GEMM packing panels, Winograd
+/// tiles and sampling rows that live per thread outside the Workspace. Reported beside the
+/// workspace figures, so every scratch byte is counted.
+inline std::size_t thread_scratch_bytes() { return detail::scratch_counter().now.load(); }
+inline std::size_t thread_scratch_high_water() { return detail::scratch_counter().high.load(); }
+inline void reset_thread_scratch_high_water() { detail::scratch_counter().high.store(thread_scratch_bytes()); }
+
+/// Scratch owned by one thread (declare it thread_local), grown — never shrunk — to the largest
+/// request (Buffer::grow: no slack, never old and new resident together), counted in
+/// thread_scratch_bytes().
+template <class T>
+class ThreadScratch {
+ public:
+  ThreadScratch() = default;
+  ThreadScratch(const ThreadScratch&) = delete;
+  ThreadScratch& operator=(const ThreadScratch&) = delete;
+  ~ThreadScratch() { detail::scratch_counter().now.fetch_sub(buf_.bytes()); }
+
+  /// At least n elements (zero-initialised on growth), valid until the next larger request.
+  T* grow(std::size_t n) {
+    if (buf_.size() >= n) return buf_.data();
+    auto& c = detail::scratch_counter();
+    c.now.fetch_sub(buf_.bytes());
+    buf_.grow(n);
+    const std::size_t now = c.now.fetch_add(buf_.bytes()) + buf_.bytes();
+    std::size_t high = c.high.load();
+    while (now > high && !c.high.compare_exchange_weak(high, now)) {
+    }
+    return buf_.data();
+  }
+  std::span<T> span(std::size_t n) { return {grow(n), n}; }
+
+ private:
+  Buffer<T> buf_;
 };
 
 }  // namespace mvar

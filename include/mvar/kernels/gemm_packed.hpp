@@ -75,9 +75,8 @@ inline const float* panel_bias(const float* bias, std::ptrdiff_t n0, std::ptrdif
 /// (Buffer::grow: no slack, never old and new resident together — slot 2 reaches 8 MiB at d16's
 /// last scale, where the peak RSS of a run is reached).
 inline float* thread_scratch(int slot, std::size_t n) {
-  thread_local Buffer<float> bufs[3];
-  bufs[slot].grow(n);
-  return bufs[slot].data();
+  thread_local ThreadScratch<float> bufs[3];
+  return bufs[slot].grow(n);
 }
 
 /// C[Rows × NR] (+)= A-micro-panel · B-micro-panel over kc steps; then + bias if non-null.

@@ -396,12 +396,10 @@ inline void winograd_panels(ThreadPool& pool, const WinogradIo& io, std::ptrdiff
   const WinoGeom geo(H, W, Tile);
   const std::ptrdiff_t co_pad = (co + Wino::MR - 1) / Wino::MR * Wino::MR;
   parallel_for(pool, geo.panels, 1, [&](std::ptrdiff_t q0, std::ptrdiff_t q1) {
-    thread_local Buffer<float> vbuf, mbuf;  // grown on first use, reused by every later call
+    thread_local ThreadScratch<float> vbuf, mbuf;  // grown on first use, reused by every later call
     const std::size_t mn = std::size_t(Xi * co_pad * NR);
-    vbuf.grow(v_floats);
-    mbuf.grow(mn);
-    float* V = vbuf.data();
-    float* M = mbuf.data();  // [16][co_pad][48]
+    float* V = vbuf.grow(v_floats);
+    float* M = mbuf.grow(mn);  // [16][co_pad][48]
     for (std::ptrdiff_t q = q0; q < q1; ++q) {
       WinoGroup grp[3];
       for (int g = 0; g < 3; ++g) {

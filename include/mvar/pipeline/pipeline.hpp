@@ -115,6 +115,9 @@ struct Images {
   // Measurements of the run.
   double sample_seconds = 0, decode_seconds = 0;
   std::size_t weight_bytes = 0, decoder_weight_bytes = 0, workspace_bytes = 0, decoder_workspace_bytes = 0, kv_bytes = 0;
+  /// Thread-local scratch (GEMM packing, Winograd tiles, sampling rows) at its high-water mark
+  /// in each phase (core/buffer.hpp, ThreadScratch): the rest of the scratch, outside the workspaces.
+  std::size_t sampling_thread_scratch = 0, decoding_thread_scratch = 0;
   WeightLayout layout = WeightLayout::PackedF32;
   const char* conv_form = "";
   /// Resident-set peaks in bytes where /proc tells (else 0): the whole run so far, and the
@@ -279,6 +282,7 @@ class Pipeline {
       if (r.on_progress) r.on_progress({Progress::Phase::Sampling, s.scale, s.scales, s.side, 0, 0, s.seconds});
     };
     if (r.cancel && r.cancel()) throw Cancelled("generation cancelled");
+    reset_thread_scratch_high_water();
     Generation g;
     {
       const VectorQuantizer quant = make_quantizer();
@@ -293,9 +297,12 @@ class Pipeline {
     out.workspace_bytes = g.workspace_high_water;
     out.kv_bytes = g.kv_bytes;
     out.sampling_peak_rss = std::size_t(std::max(0L, process_status_kib("VmHWM"))) * 1024;
+    out.sampling_thread_scratch = thread_scratch_high_water();
+    reset_thread_scratch_high_water();
 
     const VqvaeDecoder decoder = make_decoder();
     decode_all(decoder, g, r, out);
+    out.decoding_thread_scratch = thread_scratch_high_water();
     out.peak_rss = std::size_t(std::max(0L, process_status_kib("VmHWM"))) * 1024;
     return out;
   }

@@ -187,9 +187,10 @@ class Sampler {
       auto& tok = g.tokens[std::size_t(s)];
       tok.assign(std::size_t(B) * n, 0);
       parallel_for(pool_, std::ptrdiff_t(B) * n, 16, [&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
-        thread_local std::vector<float> scratch;
-        thread_local std::vector<std::uint64_t> keys;
-        if (scratch.size() < std::size_t(V)) scratch.resize(std::size_t(V)), keys.resize(std::size_t(V));
+        thread_local ThreadScratch<float> scratch_buf;
+        thread_local ThreadScratch<std::uint64_t> keys_buf;
+        const auto scratch = scratch_buf.span(std::size_t(V));
+        const auto keys = keys_buf.span(std::size_t(V));
         for (std::ptrdiff_t r = r0; r < r1; ++r) {
           std::span<float> row(guided.row(r), std::size_t(V));
           top_k_top_p_mask(row, o.top_k, o.top_p, scratch, keys);
