@@ -13,7 +13,6 @@
 // io
 #include "mvar/io/checkpoint.hpp"
 #include "mvar/io/dtype.hpp"
-#include "mvar/io/model_description.hpp"
 #include "mvar/io/png.hpp"
 #include "mvar/io/pth.hpp"
 #include "mvar/io/safetensors.hpp"
@@ -28,6 +27,7 @@
 #include "mvar/kernels/resample.hpp"
 // model
 #include "mvar/model/config.hpp"
+#include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/transformer.hpp"
 #include "mvar/model/vae_config.hpp"
