@@ -2,11 +2,19 @@
 // grid, numbered files); failures throw mvar::Error naming the path and leave no file behind.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <png.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -168,4 +176,117 @@ TEST_CASE("write_png_batch grid: absurd column counts are refused, not overflowe
   REQUIRE_THROWS_WITH(mvar::write_png_batch(path, imgs, 2, 4, 3, mvar::PngBatch::Grid, 100000000, 1000),
                       Catch::Contains("g.png") && Catch::Contains("more than a PNG can hold"));
   REQUIRE(dir.entries().empty());
+}
+
+// ---- Output onto nodes that are not regular files (issue #23 item 2) -----------------------------
+// Every node is created by the test inside its own temporary folder — never the system's /dev/null.
+
+namespace {
+
+mode_t mode_of(const std::string& p) {
+  struct stat st {};
+  REQUIRE(::lstat(p.c_str(), &st) == 0);
+  return st.st_mode;
+}
+
+std::vector<char> file_bytes(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+}  // namespace
+
+TEST_CASE("write_png onto a FIFO writes through it and leaves the FIFO in place", "[io][png][reliability][device]") {
+  TempDir dir;
+  const auto rgb = random_bytes(5 * 4 * 3, 11);
+  const std::string ref = (dir.path / "ref.png").string();
+  mvar::write_png(ref, rgb, 5, 4);
+  const std::vector<char> want = file_bytes(ref);
+  REQUIRE(want.size() < 4096);  // fits a pipe buffer: the test reads after the write returns
+
+  const std::string fifo = (dir.path / "out.fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  SECTION("with a reader: the PNG's bytes arrive, the node stays a FIFO, no temporary is left") {
+    const int rd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    REQUIRE(rd >= 0);
+    mvar::write_png(fifo, rgb, 5, 4);
+    std::vector<char> got(want.size() + 16);
+    const ssize_t n = ::read(rd, got.data(), got.size());
+    ::close(rd);
+    REQUIRE(n == ssize_t(want.size()));
+    got.resize(std::size_t(n));
+    REQUIRE(got == want);
+    REQUIRE(S_ISFIFO(mode_of(fifo)));  // the old code renamed a regular file over it
+    auto e = dir.entries();
+    std::sort(e.begin(), e.end());
+    REQUIRE(e == std::vector<std::string>{"out.fifo", "ref.png"});
+  }
+  SECTION("without a reader: refused at once (no hang), the FIFO stays, nothing is left") {
+    REQUIRE_THROWS_WITH(mvar::write_png(fifo, rgb, 5, 4), fifo + ": is a FIFO that no process reads; nothing was written");
+    REQUIRE(S_ISFIFO(mode_of(fifo)));
+    REQUIRE(dir.entries().size() == 2);
+  }
+  SECTION("a numbered batch never goes to a FIFO: refused before anything is written") {
+    const std::string base = (dir.path / "b.png").string();
+    REQUIRE(::mkfifo(mvar::numbered_png_path(base, 1).c_str(), 0600) == 0);
+    REQUIRE_THROWS_WITH(mvar::write_png_batch(base, std::vector<std::uint8_t>(rgb.size() * 2), 2, 5, 4, mvar::PngBatch::Numbered),
+                        Catch::Contains("b_001.png: is a FIFO; the files of a batch are written all or nothing") &&
+                            Catch::Contains("nothing was written (none of the 2 images)"));
+    REQUIRE(dir.entries().size() == 3);  // ref.png, out.fifo, b_001.png: no b_000.png, no temporary
+  }
+}
+
+TEST_CASE("write_png onto a character device (and a symlink to one) writes through, the node stays",
+          "[io][png][reliability][device]") {
+  TempDir dir;
+  const std::string node = (dir.path / "null").string();
+  // A private copy of the null device (major 1, minor 3). Needs CAP_MKNOD and a folder not mounted
+  // nodev; where either is missing the case says so and checks nothing else.
+  if (::mknod(node.c_str(), S_IFCHR | 0600, makedev(1, 3)) != 0) {
+    WARN("mknod of a character device not permitted here (" << std::strerror(errno) << "): case not run");
+    return;
+  }
+  if (const int fd = ::open(node.c_str(), O_WRONLY); fd < 0) {
+    WARN("the temporary folder does not allow device nodes (" << std::strerror(errno) << "): case not run");
+    return;
+  } else {
+    ::close(fd);
+  }
+  const auto rgb = random_bytes(6 * 3 * 3, 12);
+  mvar::write_png(node, rgb, 6, 3);
+  REQUIRE(S_ISCHR(mode_of(node)));  // the old code renamed the PNG over the device node
+  const std::string link = (dir.path / "link.png").string();
+  fs::create_symlink(node, link);
+  mvar::write_png(link, rgb, 6, 3);
+  REQUIRE(S_ISLNK(mode_of(link)));
+  REQUIRE(S_ISCHR(mode_of(node)));
+  REQUIRE(dir.entries().size() == 2);  // no temporaries
+}
+
+TEST_CASE("write_png refuses block devices, sockets and an empty path", "[io][png][reliability][device]") {
+  TempDir dir;
+  const auto rgb = random_bytes(2 * 2 * 3, 13);
+  const std::string blk = (dir.path / "blk").string();
+  if (::mknod(blk.c_str(), S_IFBLK | 0600, makedev(7, 200)) == 0) {  // a loop-device number; never opened
+    REQUIRE_THROWS_WITH(mvar::write_png(blk, rgb, 2, 2), blk + ": is a block device; refusing to write onto it "
+                                                               "(regular files, character devices such as /dev/null and FIFOs are written)");
+    REQUIRE(S_ISBLK(mode_of(blk)));
+  } else {
+    WARN("mknod of a block device not permitted here (" << std::strerror(errno) << "): block case not run");
+  }
+  const std::string sock = (dir.path / "s").string();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(sock.size() < sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, sock.c_str());
+  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE_THROWS_WITH(mvar::write_png(sock, rgb, 2, 2), Catch::StartsWith(sock + ": is a socket; refusing to write onto it"));
+  REQUIRE(S_ISSOCK(mode_of(sock)));
+  ::close(fd);
+  REQUIRE_THROWS_WITH(mvar::write_png("", rgb, 2, 2), "output path is empty");
+  REQUIRE(std::find_if(fs::directory_iterator("."), fs::directory_iterator{}, [](const auto& e) {
+            return e.path().filename().string().starts_with(".tmp.");
+          }) == fs::directory_iterator{});
 }

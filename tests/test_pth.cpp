@@ -387,7 +387,10 @@ TEST_CASE("pth: malicious pickles are refused, naming what they tried", "[io][pt
     REQUIRE_THAT(pkl([](Pickle& p) { p.op('}').str("x").op('b'); }), Catch::Contains("BUILD of a dict with state str 'x'"));
   }
   SECTION("object-constructing opcodes") {
-    REQUIRE_THAT(pkl([](Pickle& p) { p.global("collections", "OrderedDict").op(')').op(0x81); }), Catch::Contains("opcode 0x81 (NEWOBJ) is not allowed"));
+    REQUIRE_THAT(pkl([](Pickle& p) { p.global("collections", "OrderedDict").op(')').op(0x81); }),
+                 Catch::Contains("NEWOBJ of global 'collections.OrderedDict' is not allowed"));
+    REQUIRE_THAT(pkl([](Pickle& p) { p.global("collections", "OrderedDict").op(')').op('}').op(0x92); }),
+                 Catch::Contains("NEWOBJ_EX of global 'collections.OrderedDict' is not allowed"));
     REQUIRE_THAT(pkl([](Pickle& p) { p.op('(').op('i'); }), Catch::Contains("opcode 0x69 (INST) is not allowed"));
     REQUIRE_THAT(pkl([](Pickle& p) { p.op('(').op('o'); }), Catch::Contains("opcode 0x6f (OBJ) is not allowed"));
     REQUIRE_THAT(pkl([](Pickle& p) { p.op(0x82).op(1); }), Catch::Contains("(EXT) is not allowed"));
@@ -428,7 +431,10 @@ TEST_CASE("pth: malicious pickles are refused, naming what they tried", "[io][pt
   SECTION("committed samples written by torch.save (tests/pth/make_malicious.py)") {
     const std::string dir = std::string(MVAR_SOURCE_DIR) + "/tests/pth/malicious/";
     REQUIRE_THROWS_WITH(mvar::load_checkpoint(dir + "os_system.pth"), Catch::Contains("GLOBAL 'posix.system' is not allowed"));
-    REQUIRE_THROWS_WITH(mvar::load_checkpoint(dir + "wrapper_eval.pth"), Catch::Contains("GLOBAL '__builtin__.eval' is not allowed"));
+    // eval beside MVAR's wrapper (outside the bound state dict) is an opaque placeholder, never called.
+    const auto st = mvar::load_checkpoint(dir + "wrapper_eval.pth");
+    REQUIRE(st.size() == 1);
+    REQUIRE(st.find("pos_start") != nullptr);
     REQUIRE_THROWS_WITH(mvar::load_checkpoint(dir + "builtins_getattr.pth"), Catch::Contains("GLOBAL '__builtin__.getattr' is not allowed"));
   }
 }
@@ -630,4 +636,164 @@ TEST_CASE("pth: torch.save checkpoints load to exactly their converted safetenso
     REQUIRE(pth.at("blocks.1.attn.mat_qkv.weight").dtype == c.dtype);
     REQUIRE(pth.at("blocks.1.attn.mat_qkv.weight").shape == std::vector<std::int64_t>{48, 16});
   }
+}
+
+// ---- Issue #23 item 9: training metadata beside the bound state dict -----------------------------
+
+namespace {
+
+// Python's pickling of argparse.Namespace(lr=…) (protocol 2): NEWOBJ of the class, BUILD of its __dict__.
+void namespace_obj(Pickle& p) {
+  p.global("argparse", "Namespace").op(')').op(0x81).op('}').op('(').str("lr").integer(3).str("name").str("x").op('u').op('b');
+}
+// pathlib.PosixPath('/tmp/a'): REDUCE of the class with its parts.
+void posix_path(Pickle& p) { p.global("pathlib", "PosixPath").op('(').str("/").str("tmp").str("a").op('t').op('R'); }
+// numpy.float32(1.5): scalar(dtype('f4') with BUILD of a tuple state, _codecs.encode(bytes)).
+void numpy_scalar(Pickle& p) {
+  p.global("numpy.core.multiarray", "scalar");
+  p.global("numpy", "dtype").str("f4").op(0x89).op(0x88).op(0x87).op('R');
+  p.op('(').integer(3).str("<").op('N').op('N').op('N').integer(-1).integer(-1).integer(0).op('t').op('b');
+  p.global("_codecs", "encode").str("\x00\x00\xc0?").str("latin1").op(0x86).op('R');
+  p.op(0x86).op('R');
+}
+// os.system("…") — a call that must never happen, wherever it sits.
+void os_system(Pickle& p) { p.global("os", "system").str("touch /tmp/mvar_pwned_by_pickle").op(0x85).op('R'); }
+
+}  // namespace
+
+TEST_CASE("pth: unknown globals outside the bound state dict are opaque placeholders, never called", "[io][pth][metadata]") {
+  SECTION("argparse.Namespace, pathlib.PosixPath, numpy scalars, os.system beside mvar_wo_ddp load") {
+    Pickle p;
+    p.op('}').op('(');
+    p.str("mvar_wo_ddp").ordered_dict().str("w").tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1}).op('s');
+    p.str("args"), namespace_obj(p);
+    p.str("path"), posix_path(p);
+    p.str("best"), numpy_scalar(p);
+    p.str("evil"), os_system(p);
+    // optimizer state: a tensor outside the state dict, keyed by int, and a list of opaque objects
+    p.str("opt").op('}').integer(0).tensor("FloatStorage", "0", 6, 0, {6}, {1}).op('s');
+    p.str("hist").op(']').op('(');
+    posix_path(p);
+    namespace_obj(p);
+    p.op('e');
+    const Bytes file = make_pth(p.op('u').done(), {{"0", kSix}});
+    const auto st = mvar::load_checkpoint_bytes(file, "meta.pth");
+    REQUIRE(st.size() == 1);
+    REQUIRE(st.at("w").to_float() == std::vector<float>{0, 1, 2, 3, 4, 5});
+    REQUIRE(st.metadata().at("format") == "pth:mvar_wo_ddp");
+    REQUIRE_FALSE(std::filesystem::exists("/tmp/mvar_pwned_by_pickle"));
+  }
+  auto wrapped = [](auto&& inside) {
+    Pickle p;
+    p.op('}').str("mvar_wo_ddp").ordered_dict().op('(').str("w").tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1});
+    inside(p);
+    p.op('u').op('s');
+    return error_of(make_pth(p.done(), {{"0", kSix}}));
+  };
+  SECTION("the same objects inside the bound state dict stay refused") {
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("args"), namespace_obj(p); }),
+                 Catch::Contains("state dict entry 'args' is an object of unknown type 'argparse.Namespace'") &&
+                     Catch::Contains("GLOBAL 'argparse.Namespace' is not allowed inside the state dict"));
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("path"), posix_path(p); }), Catch::Contains("'pathlib.PosixPath' is not allowed"));
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("best"), numpy_scalar(p); }),
+                 Catch::Contains("'numpy.core.multiarray.scalar' is not allowed"));
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("evil"), os_system(p); }), Catch::Contains("GLOBAL 'os.system' is not allowed"));
+    // nested: inside a list value, inside a nested dict
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("meta").op(']').op('('), posix_path(p), p.op('e'); }),
+                 Catch::Contains("state dict entry 'meta' is an object of unknown type 'pathlib.PosixPath'"));
+    REQUIRE_THAT(wrapped([](Pickle& p) { p.str("blk").op('}').str("x"), namespace_obj(p), p.op('s'); }),
+                 Catch::Contains("state dict entry 'blk.x' is an object of unknown type 'argparse.Namespace'"));
+  }
+  SECTION("without the wrapper the whole checkpoint is the state dict") {
+    Pickle p;
+    p.op('}').op('(').str("w").tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1}).str("args");
+    namespace_obj(p);
+    REQUIRE_THAT(error_of(make_pth(p.op('u').done(), {{"0", kSix}})), Catch::Contains("state dict entry 'args' is an object of unknown type"));
+  }
+  SECTION("a placeholder as the checkpoint or as mvar_wo_ddp is refused") {
+    Pickle a;
+    namespace_obj(a);
+    REQUIRE_THAT(error_of(make_pth(a.done())), Catch::Contains("the checkpoint is an object of unknown type 'argparse.Namespace'"));
+    Pickle b;
+    b.op('}').str("mvar_wo_ddp");
+    posix_path(b);
+    REQUIRE_THAT(error_of(make_pth(b.op('s').done())), Catch::Contains("'mvar_wo_ddp' is an object of unknown type 'pathlib.PosixPath'"));
+  }
+  SECTION("a placeholder never becomes a storage, a tensor or an argument of an allowed call") {
+    auto outside = [](auto&& body) {
+      Pickle p;
+      p.op('}').op('(').str("mvar_wo_ddp").op('}').str("x");
+      body(p);
+      p.op('u');
+      return error_of(make_pth(p.done(), {{"0", kSix}}));
+    };
+    // _rebuild_tensor_v2 of a placeholder instead of a storage
+    REQUIRE_THAT(outside([](Pickle& p) {
+                   p.global("torch._utils", "_rebuild_tensor_v2").op('(');
+                   namespace_obj(p);
+                   p.integer(0).ints({6}).ints({1}).op(0x89).ordered_dict().op('t').op('R');
+                 }),
+                 Catch::Contains("_rebuild_tensor_v2 of object of unknown type 'argparse.Namespace'") && Catch::Contains("not a storage"));
+    // a persistent id naming a placeholder as storage type
+    REQUIRE_THAT(outside([](Pickle& p) {
+                   p.op('(').str("storage");
+                   posix_path(p);
+                   p.str("0").str("cpu").integer(6).op('t').op('Q');
+                 }),
+                 Catch::Contains("is not an allowed storage type"));
+    // OrderedDict with a placeholder argument
+    REQUIRE_THAT(outside([](Pickle& p) { p.global("collections", "OrderedDict"), posix_path(p), p.op(0x85).op('R'); }),
+                 Catch::Contains("OrderedDict(...) with arguments is not allowed"));
+    // BUILD of a dict with a placeholder state
+    REQUIRE_THAT(outside([](Pickle& p) { p.op('}'), posix_path(p), p.op('b'); }),
+                 Catch::Contains("BUILD of a dict with state object of unknown type"));
+  }
+}
+
+TEST_CASE("pth: a dict key given twice is refused, not silently replaced", "[io][pth][malformed]") {
+  Pickle p;
+  p.op('}').op('(').str("w").tensor("FloatStorage", "0", 6, 0, {2, 3}, {3, 1}).str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1});
+  REQUIRE_THAT(error_of(make_pth(p.op('u').done(), {{"0", kSix}})), Catch::Contains("dict key str 'w' is given twice"));
+  Pickle q;  // through two SETITEM opcodes, and True/1 (equal in Python)
+  q.op('}').integer(1).str("a").op('s').op(0x88).str("b").op('s');
+  REQUIRE_THAT(error_of(make_pth(q.done())), Catch::Contains("dict key bool 1 is given twice"));
+}
+
+TEST_CASE("pth: an end record claiming another disk is refused even beside a zip64 record", "[io][pth][zip]") {
+  const Bytes good = make_pth(valid_pickle(), {{"0", kSix}});
+  REQUIRE(error_of(good) == "<no error>");
+  const std::size_t end = good.size() - 22;  // the classic end record (no comment)
+  for (const auto& [off, value] : {std::pair{4, 1}, {6, 1}, {8, 2}}) {
+    CAPTURE(off, value);
+    Bytes f = good;
+    f[end + off] = std::byte(value);
+    REQUIRE_THAT(error_of(f), Catch::Contains("multi-disk (split) archives are not supported"));
+  }
+}
+
+TEST_CASE("pth: torch.save checkpoints with training metadata (Namespace, paths, numpy, optimizer)", "[.pth_torch]") {
+  const char* dir_env = std::getenv("MVAR_PTH_DIR");
+  REQUIRE(dir_env != nullptr);  // set by tests/pth/roundtrip.cmake
+  const std::string dir = dir_env;
+  // Beside MVAR's wrapper: loads to exactly the tensors of the plain state dict.
+  const auto meta = mvar::load_checkpoint(dir + "/meta_beside.pth");
+  const auto plain = mvar::load_checkpoint(dir + "/meta_plain.pth");
+  REQUIRE(meta.metadata().at("format") == "pth:mvar_wo_ddp");
+  REQUIRE(meta.size() == plain.size());
+  for (const auto& want : plain.tensors()) {
+    CAPTURE(want.name);
+    const auto& got = meta.at(want.name);
+    REQUIRE(got.shape == want.shape);
+    REQUIRE(std::memcmp(got.data, want.data, want.nbytes) == 0);
+  }
+  // Inside the state dict: each kind of object is refused, naming the entry.
+  for (const char* k : {"args", "out_dir", "best_fid", "step", "rng"}) {
+    CAPTURE(k);
+    REQUIRE_THROWS_WITH(mvar::load_checkpoint(dir + "/meta_inside_" + k + ".pth"),
+                        Catch::Contains(std::string("state dict entry '") + k + "") && Catch::Contains("is not allowed inside the state dict"));
+  }
+  // The optimizer's state dict inside the state dict is flattened like any nested dict, and its
+  // integer keys (parameter indices) are refused there as before: not state-dict names.
+  REQUIRE_THROWS_WITH(mvar::load_checkpoint(dir + "/meta_inside_optimizer.pth"),
+                      Catch::Contains("state dict key int 0 under 'optimizer.state' is not a str"));
 }

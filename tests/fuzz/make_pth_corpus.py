@@ -202,6 +202,31 @@ def main(out):
     t = Tensor(s, 0, [1 << 14, 1 << 14], [0, 0])  # 1 GiB once densified, shared under 64 names
     files["bad_shared_broadcast_amplification"] = archive(collections.OrderedDict((f"w{i}", t) for i in range(64)), [s])
 
+    # Issue #23 item 9: training metadata beside MVAR's wrapper loads (unknown globals become opaque
+    # placeholders, never called); the same objects inside the state dict are refused.
+    import argparse
+    import pathlib
+    meta = {"args": argparse.Namespace(lr=1e-4, depth=2, out=pathlib.PurePosixPath("/tmp/run")),
+            "path": pathlib.PurePosixPath("/data/x"), "evil": RawReduce((os.system, ("true",)))}
+    try:
+        import numpy as np
+        meta["best"], meta["step"] = np.float32(3.25), np.int64(7)
+    except ImportError:
+        pass
+    sd, st = state_dict([("w", "FloatStorage", [3, 2])])
+    files["valid_training_metadata"] = archive({"mvar_wo_ddp": sd, **meta}, st)
+    inside = collections.OrderedDict(sd)
+    inside["args"] = meta["args"]
+    files["bad_opaque_in_state_dict"] = archive({"mvar_wo_ddp": inside}, st)
+    files["bad_opaque_in_state_dict_list"] = archive({"mvar_wo_ddp": collections.OrderedDict(sd, hist=[1, meta["path"]])}, st)
+    # A dict key given twice (a pickler never writes that: crafted; refused, not replaced).
+    files["bad_duplicate_dict_key"] = archive(sd, st, data_override=b"\x80\x02}(X\x01\x00\x00\x00wK\x01X\x01\x00\x00\x00wK\x02u.")
+    # The classic end record claims disk 1 although the zip64 record says disk 0 (multi-disk).
+    sd, st = state_dict([("w", "FloatStorage", [2, 3])])
+    good = bytearray(archive(sd, st))
+    good[-22 + 4] = 1
+    files["bad_end_record_other_disk"] = bytes(good)
+
     for name, blob in sorted(files.items()):
         with open(os.path.join(out, name + ".pth"), "wb") as f:
             f.write(blob)

@@ -118,6 +118,26 @@ def main(out):
     torch.save({"pos_start": Evil()}, os.path.join(out, "evil.pth"))
     err = convert(os.path.join(out, "evil.pth"), os.path.join(out, "evil.safetensors"), expect_ok=False)
     assert "system" in err and not os.path.exists(os.path.join(out, "PWNED")), err
+    # Training metadata beside MVAR's wrapper (issue #23 item 9), as the official demo's
+    # weights_only=False checkpoints may hold: the C++ loader reads the state dict and turns the
+    # rest into opaque placeholders; the same objects inside the state dict are refused.
+    import argparse
+    import pathlib
+    import numpy as np
+    sd = var_state_dict(g, torch.float32)
+    torch.save(sd, os.path.join(out, "meta_plain.pth"))
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    p.sum().backward()
+    opt.step()
+    meta = {"args": argparse.Namespace(lr=1e-4, depth=2, data=pathlib.PosixPath("/data/imagenet"), tags=["a"]),
+            "out_dir": pathlib.PosixPath("/tmp/run"), "best_fid": np.float32(3.25), "step": np.int64(1234),
+            "rng": np.random.RandomState(0).get_state(), "optimizer": opt.state_dict(), "epoch": 7}
+    torch.save({"mvar_wo_ddp": sd, **meta}, os.path.join(out, "meta_beside.pth"))
+    for k, v in meta.items():
+        inside = collections.OrderedDict(sd)
+        inside[k] = v
+        torch.save({"mvar_wo_ddp": inside}, os.path.join(out, f"meta_inside_{k}.pth"))
     print(f"wrote fixtures to {out}; converter refusals ok")
 
 

@@ -6,6 +6,19 @@
 // images of a batch): every file goes to its temporary first, the targets are checked, and only
 // then is anything renamed into place; on failure every temporary is removed and nothing of the
 // batch is left, so a batch is never half written.
+//
+// Targets that are not regular files (docs/reliability.md, "Output onto device nodes"): the rename
+// would replace the node itself (`--output /dev/null` run as root would turn /dev/null into a
+// PNG file). What exists at the path, after following symlinks, decides:
+//   * character device (/dev/null, /dev/stdout's tty) or FIFO: atomic_write writes straight
+//     through to it — no temporary, no rename, the node (and a symlink to it) stays. A FIFO is
+//     opened without blocking: with no process reading it the write is refused at once
+//     ("is a FIFO that no process reads") instead of hanging. What reached a device before an
+//     error stays there (a device has no "old content" to keep).
+//   * block device, socket: refused before anything is written ("is a block device; …").
+//   * directory: refused as before (rename fails with EISDIR; the directory is untouched).
+//   atomic_write_all (a batch written all or nothing) refuses any non-regular target up front.
+// An empty path is refused ("output path is empty") instead of creating ".tmp.<pid>".
 #pragma once
 
 #include <cerrno>
@@ -16,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,10 +76,69 @@ inline void commit_temporary(const std::string& tmp, const std::string& path) {
   }
 }
 
+/// "character device", "FIFO", … for messages.
+inline const char* node_kind(mode_t m) {
+  if (S_ISCHR(m)) return "character device";
+  if (S_ISFIFO(m)) return "FIFO";
+  if (S_ISBLK(m)) return "block device";
+  if (S_ISSOCK(m)) return "socket";
+  if (S_ISDIR(m)) return "directory";
+  return "special file";
+}
+
+/// Writes the content straight into an existing character device or FIFO (no temporary, no
+/// rename). A FIFO without a reader is refused at once (non-blocking open, ENXIO).
+inline void write_through(const std::string& path, mode_t mode, const std::function<bool(std::FILE*)>& writer) {
+  const bool fifo = S_ISFIFO(mode);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC | (fifo ? O_NONBLOCK : 0));
+  if (fd < 0) {
+    const int e = errno;
+    if (fifo && e == ENXIO) throw Error(concat(path, ": is a FIFO that no process reads; nothing was written"));
+    throw Error(concat(path, ": cannot write to this ", node_kind(mode), ": ", std::strerror(e)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) ||
+      (fifo && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)) {
+    ::close(fd);
+    throw Error(concat(path, ": changed while it was opened (no longer a ", node_kind(mode), "); nothing was written"));
+  }
+  std::FILE* f = ::fdopen(fd, "wb");
+  if (!f) {
+    const int e = errno;
+    ::close(fd);
+    throw Error(concat(path, ": cannot write: ", std::strerror(e)));
+  }
+  bool ok = false;
+  try {
+    ok = writer(f);
+  } catch (...) {
+    std::fclose(f);
+    throw;
+  }
+  ok = ok && std::fflush(f) == 0;  // no fsync: devices and pipes do not implement it
+  const int e = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) throw Error(concat(path, ": write to the ", node_kind(mode), " failed: ", std::strerror(e ? e : EIO)));
+}
+
+/// What stat() says the existing target is; 0 when there is none (or it cannot be stat'ed).
+inline mode_t existing_mode(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? st.st_mode : 0;
+}
+
 }  // namespace detail
 
-/// writer(FILE*) must write the content and return true on success.
+/// writer(FILE*) must write the content and return true on success. Regular files (new or
+/// existing) get the temporary + rename; character devices and FIFOs are written through; block
+/// devices and sockets are refused (header comment).
 inline void atomic_write(const std::string& path, const std::function<bool(std::FILE*)>& writer) {
+  if (path.empty()) throw Error("output path is empty");
+  const mode_t m = detail::existing_mode(path);
+  if (m != 0 && (S_ISCHR(m) || S_ISFIFO(m))) return detail::write_through(path, m, writer);
+  if (m != 0 && !S_ISREG(m) && !S_ISDIR(m))
+    throw Error(concat(path, ": is a ", detail::node_kind(m),
+                       "; refusing to write onto it (regular files, character devices such as /dev/null and FIFOs are written)"));
   detail::commit_temporary(detail::write_temporary(path, writer), path);
 }
 
@@ -81,6 +154,13 @@ inline void atomic_write_all(const std::vector<std::string>& paths,
     for (std::size_t i = from; i < files.size(); ++i) std::remove(files[i].c_str());
   };
   const std::string none = concat(" — nothing was written (none of the ", paths.size(), " ", what, ")");
+  for (const auto& p : paths) {  // before any temporary exists: a batch never goes to a device
+    if (p.empty()) throw Error(concat("output path is empty", none));
+    const mode_t m = detail::existing_mode(p);
+    if (m != 0 && !S_ISREG(m) && !S_ISDIR(m))
+      throw Error(concat(p, ": is a ", detail::node_kind(m), "; the files of a batch are written all or nothing, as regular files",
+                         none));
+  }
   try {
     for (std::size_t i = 0; i < paths.size(); ++i)
       tmps.push_back(detail::write_temporary(paths[i], [&](std::FILE* f) { return writer(f, i); }));

@@ -2,16 +2,24 @@
 // (protocols 2–4) that plain data needs, which never imports, calls or constructs anything itself.
 //
 // The result is a PickleTree: an arena of PickleValues (None, bool, int, float, str, bytes, tuple,
-// list, dict, an *allowed* global, or an opaque object made by a hook) addressed by index, so
+// list, dict, an *allowed* global, an object made by a hook, or an opaque placeholder) addressed by index, so
 // shared and even cyclic references (the memo allows both) cost no recursion and no leaks.
 // What a GLOBAL may name, what a persistent id means, what REDUCE and BUILD do: all decided by the
 // caller's PickleHooks (io/pth.hpp supplies PyTorch's); with no hook the opcode is refused.
 //
+// Opaque placeholders (PickleHooks::opaque_unknown_globals): a GLOBAL the hooks do not allow then
+// becomes a PickleKind::Opaque value naming it instead of an error, and so does everything made
+// from one — REDUCE or NEWOBJ of an opaque callable gives a new Opaque (its arguments are never
+// looked at), BUILD on an Opaque is ignored. Nothing is imported, called or constructed; the
+// caller decides where an Opaque may appear (io/pth.hpp: anywhere but inside the bound state dict).
+//
 // Refused with an error naming the opcode and its byte offset: every opcode not listed in
-// `Unpickler::step` (INST, OBJ, NEWOBJ, EXT*, sets, out-of-band buffers, the text-mode ones),
+// `Unpickler::step` (INST, OBJ, EXT*, sets, out-of-band buffers, the text-mode ones; NEWOBJ and
+// NEWOBJ_EX except of an opaque placeholder),
 // memo gets of unset slots, memo indices or stack sizes above PickleLimits, containers nested
-// deeper than PickleLimits::max_depth, lengths past the end of the data, dict keys that are not
-// str/int/bool/None, and a pickle that does not end in STOP with exactly one value left.
+// deeper than PickleLimits::max_depth, lengths past the end of the data, dict keys that are lists or
+// dicts, a dict key given twice (a pickler never writes one twice: a second value would silently
+// replace the first), and a pickle that does not end in STOP with exactly one value left.
 #pragma once
 
 #include <cstddef>
@@ -29,7 +37,7 @@
 
 namespace mvar {
 
-enum class PickleKind : std::uint8_t { None, Bool, Int, Float, String, Bytes, Tuple, List, Dict, Global, Object };
+enum class PickleKind : std::uint8_t { None, Bool, Int, Float, String, Bytes, Tuple, List, Dict, Global, Object, Opaque };
 
 constexpr std::string_view pickle_kind_name(PickleKind k) {
   switch (k) {
@@ -44,6 +52,7 @@ constexpr std::string_view pickle_kind_name(PickleKind k) {
     case PickleKind::Dict: return "dict";
     case PickleKind::Global: return "global";
     case PickleKind::Object: return "object";
+    case PickleKind::Opaque: return "opaque object";
   }
   return "?";
 }
@@ -51,9 +60,9 @@ constexpr std::string_view pickle_kind_name(PickleKind k) {
 /// One value. Children are indices into the owning PickleTree.
 struct PickleValue {
   PickleKind kind = PickleKind::None;
-  std::int64_t i = 0;               // Bool, Int; Object: the hook's handle
+  std::int64_t i = 0;               // Bool, Int; Object: the hook's handle; Opaque: byte offset of its GLOBAL
   double f = 0;                     // Float
-  std::string s;                    // String, Bytes; Global: "module.name"
+  std::string s;                    // String, Bytes; Global, Opaque: "module.name"
   std::vector<std::uint32_t> items; // Tuple, List; Dict: key, value, key, value, … (insertion order)
   int depth = 0;                    // container nesting (0 for scalars)
 
@@ -89,6 +98,7 @@ class PickleTree {
       case PickleKind::Float: return concat("float ", v.f);
       case PickleKind::String:
       case PickleKind::Global: return concat(pickle_kind_name(v.kind), " '", v.s.substr(0, 80), "'");
+      case PickleKind::Opaque: return concat("object of unknown type '", v.s.substr(0, 80), "' (GLOBAL at byte ", v.i, ")");
       case PickleKind::Tuple:
       case PickleKind::List: return concat(pickle_kind_name(v.kind), " of ", v.items.size());
       case PickleKind::Dict: return concat("dict of ", v.items.size() / 2);
@@ -113,6 +123,9 @@ struct PickleHooks {
   std::function<PickleValue(const PickleTree&, std::uint32_t callable, std::uint32_t args)> reduce;
   /// BUILD: set state on obj; return normally to accept (and ignore) it.
   std::function<void(const PickleTree&, std::uint32_t obj, std::uint32_t state)> build;
+  /// A GLOBAL that allow_global refuses becomes an Opaque placeholder instead of an error (see
+  /// the header comment); REDUCE / NEWOBJ / BUILD on it never reach the hooks.
+  bool opaque_unknown_globals = false;
 };
 
 struct PickleLimits {
@@ -226,14 +239,20 @@ class Unpickler {
       at(list).items.push_back(c);
     }
   }
-  // Dict keys are compared by kind and content; a repeated key replaces the value (Python's rule).
+  // Dict keys are compared by kind and content (str, int, bool, None, bytes) or, for floats,
+  // tuples and opaque objects, by identity (they can never be state-dict names). A pickler writes
+  // each key of a dict once, so a repeated key is a crafted file: refused, not replaced.
   std::string key_of(std::uint32_t k) const {
     const PickleValue& v = tree_.values_[k];
     switch (v.kind) {
       case PickleKind::String: return "s" + v.s;
+      case PickleKind::Bytes: return "b" + v.s;
       case PickleKind::Int:
       case PickleKind::Bool: return concat("i", v.i);  // Python: True == 1
       case PickleKind::None: return "n";
+      case PickleKind::Float:
+      case PickleKind::Tuple:
+      case PickleKind::Opaque: return concat("#", k);
       default: throw fail(concat("dict key of type ", pickle_kind_name(v.kind), " is not supported"));
     }
   }
@@ -243,13 +262,10 @@ class Unpickler {
     auto& index = dict_index_[dict];
     for (std::size_t i = 0; i < kv.size(); i += 2) {
       grow_depth(at(dict), kv[i + 1]);
-      auto [it, fresh] = index.emplace(key_of(kv[i]), at(dict).items.size());
-      if (fresh) {
-        at(dict).items.push_back(kv[i]);
-        at(dict).items.push_back(kv[i + 1]);
-      } else {
-        at(dict).items[it->second + 1] = kv[i + 1];
-      }
+      const bool fresh = index.emplace(key_of(kv[i]), at(dict).items.size()).second;
+      if (!fresh) throw fail(concat("dict key ", tree_.describe(kv[i]), " is given twice"));
+      at(dict).items.push_back(kv[i]);
+      at(dict).items.push_back(kv[i + 1]);
     }
   }
   void memo_put(std::uint64_t idx) {
@@ -263,11 +279,24 @@ class Unpickler {
     push(memo_[static_cast<std::size_t>(idx)]);
   }
   void global(const std::string& module, const std::string& name) {
-    if (!hooks_.allow_global || !hooks_.allow_global(module, name))
+    if (!hooks_.allow_global || !hooks_.allow_global(module, name)) {
+      if (hooks_.opaque_unknown_globals) {
+        PickleValue v = PickleValue::make(PickleKind::Opaque, std::int64_t(op_pos_));
+        v.s = module + "." + name;
+        push(std::move(v));
+        return;
+      }
       throw fail(concat("GLOBAL '", module.substr(0, 120), ".", name.substr(0, 120), "' is not allowed"));
+    }
     PickleValue v = PickleValue::make(PickleKind::Global);
     v.s = module + "." + name;
     push(std::move(v));
+  }
+  /// A new placeholder made from an opaque class or callable (same name, no state, no children).
+  std::uint32_t opaque_from(std::uint32_t source) {
+    PickleValue v = PickleValue::make(PickleKind::Opaque, at(source).i);
+    v.s = at(source).s;
+    return add(std::move(v));
   }
   static std::int64_t signed_le(const std::byte* p, std::uint64_t n) {  // two's complement, n ≤ 8
     std::uint64_t v = 0;
@@ -378,6 +407,10 @@ class Unpickler {
       }
       case 'R': {  // REDUCE
         const auto args = pop(), callable = pop();
+        if (at(callable).kind == PickleKind::Opaque) {  // never called: the result is another placeholder
+          push(opaque_from(callable));
+          break;
+        }
         if (at(callable).kind != PickleKind::Global)
           throw fail(concat("REDUCE of ", tree_.describe(callable), ", which is not a callable"));
         if (at(args).kind != PickleKind::Tuple) throw fail(concat("REDUCE of '", at(callable).s, "' with non-tuple arguments"));
@@ -385,8 +418,23 @@ class Unpickler {
         push(hooks_.reduce(tree_, callable, args));
         break;
       }
+      case 0x81: {  // NEWOBJ: cls.__new__(cls, *args) — only of an opaque class, giving a placeholder
+        const auto args = pop(), cls = pop();
+        if (at(cls).kind != PickleKind::Opaque) throw fail(concat("NEWOBJ of ", tree_.describe(cls), " is not allowed"));
+        (void)args;
+        push(opaque_from(cls));
+        break;
+      }
+      case 0x92: {  // NEWOBJ_EX: cls.__new__(cls, *args, **kwargs) — likewise
+        const auto kwargs = pop(), args = pop(), cls = pop();
+        if (at(cls).kind != PickleKind::Opaque) throw fail(concat("NEWOBJ_EX of ", tree_.describe(cls), " is not allowed"));
+        (void)kwargs, (void)args;
+        push(opaque_from(cls));
+        break;
+      }
       case 'b': {  // BUILD
         const auto state = pop();
+        if (at(top()).kind == PickleKind::Opaque) break;  // a placeholder's state is dropped, never applied
         if (!hooks_.build) throw fail(concat("BUILD on ", tree_.describe(top()), " is not allowed"));
         hooks_.build(tree_, top(), state);
         break;
@@ -396,8 +444,6 @@ class Unpickler {
         switch (op) {
           case 'i': name = "INST"; break;
           case 'o': name = "OBJ"; break;
-          case 0x81: name = "NEWOBJ"; break;
-          case 0x92: name = "NEWOBJ_EX"; break;
           case 0x82: case 0x83: case 0x84: name = "EXT"; break;
           case 'P': name = "PERSID (text)"; break;
           case 'I': case 'L': case 'F': case 'S': case 'V': name = "a text-mode (protocol 0) opcode"; break;

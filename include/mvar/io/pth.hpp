@@ -18,6 +18,14 @@
 // The object: a dict. If it has the key "mvar_wo_ddp" (MVAR's training wrapper, SPEC §3.4) that
 // entry is the state dict and every other top-level entry is ignored. In the state dict, tensors
 // keep their key as name, nested dicts are flattened with '.', other plain values are ignored.
+//
+// Training metadata beside the state dict (the official demo saves and loads with full pickle
+// execution, so released files may carry argparse.Namespace, pathlib paths, numpy scalars,
+// optimizer state…): any other GLOBAL becomes an opaque placeholder (io/pickle.hpp) that is never
+// called, constructed or built — REDUCE/NEWOBJ of it give another placeholder, BUILD on it is
+// dropped. Placeholders may appear only outside the bound state dict; one anywhere inside it
+// (as a value, or inside a list/tuple value) refuses the file, as before. Placeholders cannot
+// become tensors, storages or dict keys of the state dict: every hook checks kinds first.
 #pragma once
 
 #include <algorithm>
@@ -92,6 +100,7 @@ class PthReader {
       if (module == "torch") return torch_storage_dtype(name).has_value();
       return false;
     };
+    hooks.opaque_unknown_globals = true;
     hooks.persistent_load = [this](const PickleTree& t, std::uint32_t pid) { return persistent_load(t, pid); };
     hooks.reduce = [this](const PickleTree& t, std::uint32_t f, std::uint32_t args) { return reduce(t, f, args); };
     hooks.build = [](const PickleTree& t, std::uint32_t obj, std::uint32_t state) {
@@ -102,9 +111,15 @@ class PthReader {
     const PickleTree tree = unpickle(zip_.data(*pkl_), concat(source_, ": ", pkl_->name), hooks);
 
     const PickleValue& root = tree[tree.root()];
+    if (root.kind == PickleKind::Opaque)
+      throw fail(concat("the checkpoint is an ", tree.describe(tree.root()), ": GLOBAL '", root.s.substr(0, 120),
+                        "' is not allowed as the checkpoint or inside its state dict"));
     if (root.kind != PickleKind::Dict)
       throw fail(concat("the checkpoint holds a ", tree.describe(tree.root()), ", not a dict (state dict)"));
     const auto wrapped = tree.get(root, "mvar_wo_ddp");
+    if (wrapped && tree[*wrapped].kind == PickleKind::Opaque)
+      throw fail(concat("'mvar_wo_ddp' is an ", tree.describe(*wrapped), ": GLOBAL '", tree[*wrapped].s.substr(0, 120),
+                        "' is not allowed as the state dict"));
     if (wrapped && tree[*wrapped].kind != PickleKind::Dict)
       throw fail(concat("'mvar_wo_ddp' is a ", tree.describe(*wrapped), ", not a dict (state dict)"));
     const std::uint32_t state_id = wrapped ? *wrapped : tree.root();
@@ -284,9 +299,22 @@ class PthReader {
         out.push_back(view(tensors_[std::size_t(val.i / 2)], name, backing));
       } else if (val.kind == PickleKind::Object) {
         throw fail(concat("state dict entry '", name, "' is a bare storage, not a tensor"));
+      } else {
+        refuse_opaque(t, d.items[k + 1], name);
       }
       // Other plain values (numbers, strings, lists, None) are not tensors: ignored.
     }
+  }
+
+  /// Inside the bound state dict no value may be (or hold) an opaque placeholder.
+  void refuse_opaque(const PickleTree& t, std::uint32_t id, const std::string& name) {
+    const PickleValue& v = t[id];
+    if (v.kind == PickleKind::Opaque)
+      throw fail(concat("state dict entry '", name, "' is an ", t.describe(id), ": GLOBAL '", v.s.substr(0, 120),
+                        "' is not allowed inside the state dict (only tensors and plain values)"));
+    if (v.kind != PickleKind::List && v.kind != PickleKind::Tuple && v.kind != PickleKind::Dict) return;
+    if (!opaque_scanned_.insert(id).second) return;  // shared or cyclic containers: once each
+    for (auto c : v.items) refuse_opaque(t, c, name);
   }
 
   TensorRef view(const PthTensor& x, const std::string& name, PthBacking& backing) {
@@ -338,6 +366,7 @@ class PthReader {
   std::vector<PthStorage> storages_;
   std::map<std::string, std::size_t> storage_index_;
   std::vector<PthTensor> tensors_;
+  std::set<std::uint32_t> opaque_scanned_;
   std::size_t zip_bytes_ = 0, copied_ = 0;
 };
 

@@ -119,6 +119,13 @@ class ZipArchive {
     std::uint64_t n_disk = read_le(e + 8, 2), n_total = read_le(e + 10, 2);
     std::uint64_t cd_size = read_le(e + 12, 4), cd_offset = read_le(e + 16, 4);
     std::uint64_t records_end = end;  // the central directory ends where the end records begin
+    // The classic end record's disk numbers must say "single disk" even when a zip64 record
+    // follows (where it may only saturate them to 0xffff): a record claiming another disk is a
+    // split archive, refused here rather than trusting the zip64 record's fields alone.
+    if ((disk != 0 && disk != 0xffff) || (cd_disk != 0 && cd_disk != 0xffff) ||
+        (n_disk != n_total && n_disk != 0xffff && n_total != 0xffff))
+      throw fail(concat("end record claims disk ", disk, " (central directory on disk ", cd_disk, ", ", n_disk, " of ", n_total,
+                        " entries here): multi-disk (split) archives are not supported"));
 
     // zip64: a locator right before the end record points at the zip64 end record.
     if (end >= detail::kZip64LocatorSize && read_le(p + end - detail::kZip64LocatorSize, 4) == detail::kZip64LocatorSig) {

@@ -208,6 +208,10 @@ class Pipeline {
       p = &table.recognise(transformer_);
     }
     preset_ = *p;
+    if (desc) {  // sizes taken from the description are checked against the files first
+      desc->check_against(transformer_);
+      desc->check_vae_against(vae_);
+    }
     if (desc) {  // the description's VAE sizes, settings and names win over the preset's
       preset_.vae = desc->vae;
       preset_.recommended_mvar = preset_.recommended_var = desc->rec;
@@ -220,7 +224,7 @@ class Pipeline {
     if (opts_.mode) {
       info_.mode = *opts_.mode;
       info_.mode_reason = "chosen by the caller";
-    } else if (auto m = decide_mode(transformer_, desc ? desc->model : std::string(), desc_path)) {
+    } else if (auto m = decide_mode(transformer_, desc ? desc->kind : std::string(), desc_path)) {
       info_.mode = m->first;
       info_.mode_reason = m->second;
     } else {
