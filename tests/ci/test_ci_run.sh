@@ -14,8 +14,9 @@ set -uo pipefail
 ROOT=$(cd "${1:?repo root}" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/repo/.ci" "$WORK/repo/tests/fuzz" "$WORK/bin"
+mkdir -p "$WORK/repo/.ci" "$WORK/repo/tests/fuzz" "$WORK/repo/tools" "$WORK/bin"
 cp "$ROOT/.ci/run" "$WORK/repo/.ci/run"
+cp "$ROOT/tools/setup_debian.sh" "$WORK/repo/tools/setup_debian.sh"
 cp "$ROOT/README.md" "$WORK/repo/README.md"
 cp "$ROOT/tests/fuzz/CMakeLists.txt" "$WORK/repo/tests/fuzz/CMakeLists.txt"
 harnesses=$(sed -n 's/^set(MVAR_FUZZ_HARNESSES \(.*\))/\1/p' "$ROOT/tests/fuzz/CMakeLists.txt")
