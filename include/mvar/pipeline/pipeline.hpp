@@ -57,10 +57,10 @@ class Cancelled : public Error {
 
 /// How to open a model.
 struct PipelineOptions {
-  std::string transformer, vae;       // checkpoint files (.pth or .safetensors)
-  std::string description;            // config.json; empty: "config.json" beside the transformer, if any
+  std::string transformer{}, vae{};   // checkpoint files (.pth or .safetensors)
+  std::string description{};          // config.json; empty: "config.json" beside the transformer, if any
   std::string model = "auto";         // a preset name, or "auto" (from config.json / the tensors' shapes)
-  std::optional<Mode> mode;           // nullopt: from the checkpoint (decide_mode)
+  std::optional<Mode> mode{};         // nullopt: from the checkpoint (decide_mode)
   WeightLayout layout = WeightLayout::PackedF32;
   bool winograd = true;               // decoder: Winograd form of the large 3×3 convolutions
   bool large_tiles = true;            // … with F(4×4, 3×3) where it pays (VqvaeDecoder::Options)
@@ -94,15 +94,15 @@ struct Progress {
 
 /// One generation request. Unset sampling settings take the model's recommended ones.
 struct GenerateRequest {
-  std::vector<int> labels;            // one per image; num_classes = the null class
+  std::vector<int> labels{};          // one per image; num_classes = the null class
   std::uint64_t seed = 0;
   std::uint64_t first_index = 0;      // image i uses RNG stream first_index + i
-  std::optional<float> cfg, top_p;
-  std::optional<int> top_k;
+  std::optional<float> cfg{}, top_p{};
+  std::optional<int> top_k{};
   bool more_smooth = false;
   bool keep_planes = false;           // also return the decoder's float output (before the clamp)
-  std::function<void(const Progress&)> on_progress;
-  std::function<bool()> cancel;       // polled between scales and images: true stops with Cancelled
+  std::function<void(const Progress&)> on_progress{};
+  std::function<bool()> cancel{};     // polled between scales and images: true stops with Cancelled
 };
 
 /// Images in RGB8 (HWC, image after image) and, on request, the decoder's float planes.
