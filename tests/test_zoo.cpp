@@ -524,3 +524,274 @@ TEST_CASE("more_smooth: soft_embedding equals the official Gumbel-softmax for gi
   }
   REQUIRE(cases == 3);
 }
+
+namespace {
+
+using Tiny = Transformer<presets::tiny>;
+
+struct TinySetup {
+  TensorStore w = test::load_fixture("tiny.transformer.safetensors");
+  TensorStore vae = test::load_fixture("tiny.vae.safetensors");
+  // Packed fp32 weights (the CLI's default): every row's product runs the same kernel whatever the
+  // number of rows. (With WeightLayout::InPlace, linear() streams W for ≤ 256 rows and packs above,
+  // so the last bits of an image's logits depend on the batch; hard tokens rarely notice, but
+  // more_smooth folds those bits into f̂.)
+  Tiny model{w, WeightLayout::PackedF32};
+  VectorQuantizer quant{vae, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, VaeConfig::tiny()};
+};
+TinySetup& tiny_setup() {
+  static TinySetup s;
+  return s;
+}
+
+template <class Trajectory>
+Generation tiny_run(int threads, std::span<const int> labels, const SampleOptions& o) {
+  auto& S = tiny_setup();
+  ThreadPool pool(threads);
+  Trajectory traj(Tiny::config);
+  return sample(pool, S.model, S.quant, traj, labels, o);
+}
+
+template <class Trajectory>
+void check_smooth_determinism() {
+  SampleOptions o;
+  o.seed = 11;
+  o.more_smooth = true;
+  const std::vector<int> labels = {3, 207, 980};
+  const Generation a = tiny_run<Trajectory>(1, labels, o), b = tiny_run<Trajectory>(2, labels, o),
+                   c = tiny_run<Trajectory>(3, labels, o);
+  REQUIRE(a.tokens == b.tokens);
+  REQUIRE(a.tokens == c.tokens);
+  REQUIRE(std::memcmp(a.fhat.data(), b.fhat.data(), a.fhat.bytes()) == 0);
+  REQUIRE(std::memcmp(a.fhat.data(), c.fhat.data(), a.fhat.bytes()) == 0);
+  // Image 1 of the batch == the same label alone as stream index 1 (noise keyed by image index).
+  SampleOptions alone = o;
+  alone.first_index = 1;
+  const std::vector<int> one = {207};
+  const Generation d = tiny_run<Trajectory>(2, one, alone);
+  for (int s = 0; s < presets::tiny.num_scales(); ++s) {
+    const auto n = std::size_t(presets::tiny.patch_nums.tokens(s));
+    const auto& batch = a.tokens[std::size_t(s)];
+    REQUIRE(std::vector<std::int32_t>(batch.begin() + std::ptrdiff_t(n), batch.begin() + std::ptrdiff_t(2 * n)) == d.tokens[std::size_t(s)]);
+  }
+  REQUIRE(std::memcmp(d.fhat.data(), a.image_fhat(1).data(), d.fhat.bytes()) == 0);
+  // The smooth path really ran: the same seed without it draws the same first scale (the draw is
+  // unchanged) but folds other embeddings into f̂.
+  SampleOptions hard = o;
+  hard.more_smooth = false;
+  const Generation h = tiny_run<Trajectory>(2, labels, hard);
+  REQUIRE(h.tokens[0] == a.tokens[0]);
+  REQUIRE(std::memcmp(h.fhat.data(), a.fhat.data(), a.fhat.bytes()) != 0);
+  for (std::size_t i = 0; i < a.fhat.size(); ++i) REQUIRE(std::isfinite(a.fhat[i]));
+}
+
+}  // namespace
+
+TEST_CASE("more_smooth: same bits for 1, 2, 3 threads and any batch composition (MVAR)", "[zoo][smooth][determinism]") {
+  check_smooth_determinism<ScaleMarkov>();
+}
+TEST_CASE("more_smooth: same bits for 1, 2, 3 threads and any batch composition (VAR)", "[zoo][smooth][determinism]") {
+  check_smooth_determinism<FullPrefix>();
+}
+
+TEST_CASE("more_smooth folds exactly the Gumbel-softmax embeddings of the masked guided logits into f̂", "[zoo][smooth]") {
+  // Replays scale 0 by hand: the guided logits the sampler masked (top-k/top-p) and the Exp(1)
+  // draws keyed (image, scale, token, 1 + v) give the embedding; f̂ after scale 0 must equal
+  // Phi(bicubic(that embedding)) from the quantizer's own fold.
+  auto& S = tiny_setup();
+  SampleOptions o;
+  o.seed = 5;
+  o.more_smooth = true;
+  std::vector<float> masked;
+  std::vector<float> fhat0;
+  o.on_guided = [&](int s, TensorView<const float, 2> g) {
+    if (s == 0) masked.assign(g.data(), g.data() + g.extent(1));
+  };
+  o.on_fhat = [&](int s, TensorView<const float, 4> f) {
+    if (s == 0) fhat0.assign(f.data(), f.data() + f.extent(1) * f.extent(2) * f.extent(3));
+  };
+  const std::vector<int> labels = {42};
+  tiny_run<ScaleMarkov>(1, labels, o);
+  REQUIRE(masked.size() == std::size_t(Tiny::V));
+  std::vector<float> scratch(masked.size()), emb(std::size_t(presets::tiny.cvae));
+  std::vector<std::uint64_t> keys(masked.size());
+  top_k_top_p_mask(masked, o.top_k, o.top_p, scratch, keys);
+  const CounterRng rng(o.seed);
+  S.quant.soft_embedding(masked, 0.0, [&](std::ptrdiff_t v) { return -std::log(rng.uniform(0, 0, 0, std::uint32_t(1 + v)) + 0x1p-54); },
+                         scratch, emb);
+  std::vector<float> want(fhat0.size(), 0.0f);
+  ThreadPool pool(1);
+  Workspace ws(S.quant.workspace_bytes());
+  const int P = S.quant.latent_side();
+  S.quant.add_embeddings(pool, 0, TensorView<const float, 2>(emb.data(), {1, presets::tiny.cvae}),
+                         TensorView<float, 3>(want.data(), {presets::tiny.cvae, P, P}), ws);
+  REQUIRE(std::memcmp(want.data(), fhat0.data(), want.size() * sizeof(float)) == 0);
+  // A y that is not one-hot: the mix differs from every single codebook entry.
+  double mass_max = 0;
+  for (float y : scratch) mass_max = std::max(mass_max, double(y));
+  CHECK(mass_max < 1.0);
+}
+
+TEST_CASE("soft_embedding vs a double-precision reference over masked rows and ratios", "[zoo][smooth]") {
+  auto& S = tiny_setup();
+  const int V = S.quant.vocab(), E = S.quant.cvae();
+  std::mt19937 gen(3);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::uniform_real_distribution<double> ud(1e-6, 1.0);
+  for (double ratio : {0.0, 0.25, 0.5, 1.0}) {
+    for (int keep : {1, 2, 50, V}) {
+      CAPTURE(ratio, keep);
+      const std::size_t nv = static_cast<std::size_t>(V), ne = static_cast<std::size_t>(E);
+      std::vector<float> l(nv), y(nv), h(ne);
+      std::vector<double> noise(nv);
+      for (auto& x : l) x = nd(gen);
+      for (auto& x : noise) x = -std::log(ud(gen));
+      for (int v = keep; v < V; ++v) l[std::size_t((v * 7919) % V)] = -INFINITY;  // a mask of V − keep entries
+      S.quant.soft_embedding(l, ratio, [&](std::ptrdiff_t v) { return noise[std::size_t(v)]; }, y, h);
+      const double tau = smooth_tau(ratio);
+      std::vector<double> z(nv, -INFINITY);
+      double zmax = -INFINITY, sum = 0;
+      for (int v = 0; v < V; ++v)
+        if (l[std::size_t(v)] != -INFINITY) z[std::size_t(v)] = (l[std::size_t(v)] * (1.0 + ratio) - std::log(noise[std::size_t(v)])) / tau, zmax = std::max(zmax, z[std::size_t(v)]);
+      for (int v = 0; v < V; ++v) sum += std::exp(z[std::size_t(v)] - zmax);
+      double ey = 0, eh = 0, total = 0;
+      std::vector<double> hr(ne, 0.0);
+      for (int v = 0; v < V; ++v) {
+        const double yr = std::exp(z[std::size_t(v)] - zmax) / sum;
+        total += y[std::size_t(v)];
+        const double d = std::fabs(yr - y[std::size_t(v)]);
+        ey = d <= ey ? ey : (std::isnan(d) ? INFINITY : d);
+        for (int c = 0; c < E; ++c) hr[std::size_t(c)] += yr * S.quant.codebook()[std::size_t(v) * E + c];
+        if (l[std::size_t(v)] == -INFINITY) REQUIRE(y[std::size_t(v)] == 0.0f);  // masked: exactly no weight
+      }
+      double cb_max = 0;
+      for (float c : S.quant.codebook()) cb_max = std::max(cb_max, double(std::fabs(c)));
+      for (int c = 0; c < E; ++c) {
+        const double d = std::fabs(hr[std::size_t(c)] - h[std::size_t(c)]);
+        eh = d <= eh ? eh : (std::isnan(d) ? INFINITY : d);
+      }
+      CHECK(ey <= kSoftTol);
+      CHECK(eh <= kSoftTol * cb_max);
+      CHECK(std::fabs(total - 1.0) <= 1e-5);  // a distribution (float sums of ≤ 4096 terms)
+    }
+  }
+}
+
+TEST_CASE("more_smooth with greedy (top_k 1) is refused", "[zoo][smooth][errors]") {
+  SampleOptions o;
+  o.more_smooth = true;
+  o.top_k = 1;
+  const std::vector<int> labels = {1};
+  REQUIRE_THROWS_WITH(tiny_run<ScaleMarkov>(1, labels, o), Catch::Contains("more_smooth with top_k 1 (greedy)"));
+  REQUIRE_THROWS_WITH(validate_options(o, labels, 1000, 1), Catch::Contains("more_smooth with top_k 1"));
+}
+
+// ---- the null class ---------------------------------------------------------------------------
+
+TEST_CASE("Null class (label = num_classes): both CFG halves run on the null embedding", "[zoo][null]") {
+  // Official autoregressive_infer_cfg: label < 0 → num_classes; the CFG batch is labels ++ null, so
+  // an unconditional image runs the null class in both halves: identical raw rows, and guided =
+  // (1 + t)·L − t·L.
+  const int null = presets::tiny.num_classes;
+  const std::vector<int> labels = {null, 5};
+  SampleOptions o;
+  o.seed = 9;
+  int checked = 0;
+  o.on_logits = [&](int s, TensorView<const float, 2> raw) {
+    const int n = presets::tiny.patch_nums.tokens(s), B = int(labels.size());
+    REQUIRE(raw.extent(0) == 2 * B * n);
+    // Image 0's conditional rows == its unconditional rows, bit for bit.
+    REQUIRE(std::memcmp(raw.row(0), raw.row(std::ptrdiff_t(B) * n), sizeof(float) * std::size_t(n) * Tiny::V) == 0);
+    // Image 1 (a real class) differs from its unconditional half.
+    REQUIRE(std::memcmp(raw.row(n), raw.row(std::ptrdiff_t(B + 1) * n), sizeof(float) * std::size_t(n) * Tiny::V) != 0);
+    ++checked;
+  };
+  const Generation g = tiny_run<FullPrefix>(2, labels, o);
+  REQUIRE(checked == presets::tiny.num_scales());
+  // An unconditional image is the same drawn alone (batch independence holds for it too).
+  SampleOptions alone = o;
+  alone.on_logits = nullptr;
+  const std::vector<int> one = {null};
+  const Generation a = tiny_run<FullPrefix>(1, one, alone);
+  for (int s = 0; s < presets::tiny.num_scales(); ++s) {
+    const auto n = std::size_t(presets::tiny.patch_nums.tokens(s));
+    REQUIRE(std::vector<std::int32_t>(g.tokens[std::size_t(s)].begin(), g.tokens[std::size_t(s)].begin() + std::ptrdiff_t(n)) ==
+            a.tokens[std::size_t(s)]);
+  }
+  // MVAR at cfg 1 (no unconditional half) takes the null class too.
+  SampleOptions m;
+  m.cfg = 1.0f;
+  REQUIRE_NOTHROW(tiny_run<ScaleMarkov>(1, one, m));
+  // Beyond the null class stays refused.
+  const std::vector<int> beyond = {null + 1};
+  REQUIRE_THROWS_WITH(tiny_run<ScaleMarkov>(1, beyond, o), Catch::Contains("class label 1001 is out of range [0, 999] (1000 = the null class)"));
+}
+
+TEST_CASE("A model without a null class refuses the null label and guidance", "[zoo][null][errors]") {
+  // The tiny file with class_emb cut to num_classes rows: ModelConfig::null_class = false binds it.
+  constexpr ModelConfig no_null = [] {
+    ModelConfig c = presets::tiny;
+    c.null_class = false;
+    return c;
+  }();
+  const auto w = test::load_fixture("tiny.transformer.safetensors");
+  std::vector<TensorRef> refs;
+  for (auto t : w.tensors()) {
+    if (t.name == "class_emb.weight") {
+      t.shape[0] -= 1;
+      t.nbytes -= std::size_t(t.shape[1]) * 4;
+    }
+    refs.push_back(t);
+  }
+  const TensorStore cut("<tiny without null class>", refs, std::make_shared<TensorStore>(w));
+  REQUIRE_THROWS_WITH(Tiny(cut), Catch::Contains("'class_emb.weight' has shape (1000, 128), expected (1001, 128)"));
+  const Transformer<no_null> model(cut);
+  auto& S = tiny_setup();
+  ThreadPool pool(1);
+  ScaleMarkov mvar_traj(no_null);
+  FullPrefix var_traj(no_null);
+  const std::vector<int> null_label = {1000}, real = {7};
+  SampleOptions o;
+  REQUIRE_THROWS_WITH(sample(pool, model, S.quant, mvar_traj, null_label, o),
+                      Catch::Contains("class label 1000 is the null class, but this model has none"));
+  REQUIRE_THROWS_WITH(sample(pool, model, S.quant, var_traj, real, o), Catch::Contains("needs the null class"));
+  o.cfg = 1.0f;  // MVAR without guidance never builds the unconditional half
+  const Generation g = sample(pool, model, S.quant, mvar_traj, real, o);
+  REQUIRE(g.tokens.size() == std::size_t(presets::tiny.num_scales()));
+  STATIC_REQUIRE(no_null.parameters() == presets::tiny.parameters() - presets::tiny.width);
+}
+
+TEST_CASE("Shared AdaLN binds any configuration: a random depth-3 model, fp32 and bf16 packed", "[zoo][binding]") {
+  constexpr ModelConfig cfg = [] {
+    ModelConfig c = presets::saln512_tiny;
+    c.depth = 3;
+    c.width = 192;
+    c.heads = 3;
+    c.vocab = 256;
+    return c;
+  }();
+  const auto st = test::random_transformer(cfg, 4);
+  std::int64_t params = 0;
+  for (const auto& t : st.tensors())
+    if (t.name != "lvl_1L" && t.name.find("zero_k_bias") == std::string::npos) params += t.numel();
+  REQUIRE(params == cfg.parameters());
+  const Transformer<cfg> f32(st), bf16(st, WeightLayout::PackedBF16);
+  REQUIRE(f32.weight_bytes() == std::size_t(cfg.parameters()) * 4);
+  // Block i's AdaLN = shared projection + ada_gss_i: two blocks differ by exactly their offsets.
+  ThreadPool pool(1);
+  const std::vector<int> labels = {7};
+  Workspace ws(Transformer<cfg>::conditioning_bytes(1));
+  const auto c = f32.condition(pool, labels, ws);
+  const auto gss0 = st.at("blocks.0.ada_gss").to_float(), gss2 = st.at("blocks.2.ada_gss").to_float();
+  double worst = 0;
+  for (int j = 0; j < 6 * cfg.width; ++j) {
+    const double want = double(gss2[std::size_t(j)]) - gss0[std::size_t(j)];
+    const double got = double(c.ada(2, j)) - c.ada(0, j);
+    const double d = std::fabs(got - want);
+    worst = d <= worst ? worst : (std::isnan(d) ? INFINITY : d);
+  }
+  CHECK(worst <= 1e-6);  // two float32 additions of values ≲ 1
+#if defined(MVAR_HAS_BF16_GEMM)
+  CHECK(bf16.weight_bytes() < f32.weight_bytes());
+#endif
+}
