@@ -59,12 +59,17 @@ inline TensorStore random_transformer(const ModelConfig& cfg, std::uint64_t seed
   RandomStoreBuilder b(seed);
   b.add("pos_start", {1, 1, C});
   b.add("pos_1LC", {1, L, C});
-  b.add("class_emb.weight", {cfg.num_classes + 1, C}, 0.5f);
+  b.add("class_emb.weight", {cfg.num_classes + (cfg.null_class ? 1 : 0), C}, 0.5f);
   b.add("lvl_embed.weight", {cfg.num_scales(), C});
   b.add("word_embed.weight", {C, cfg.cvae});
   b.add("word_embed.bias", {C});
+  if (cfg.shared_aln) {  // VAR-d36 layout: one shared projection + a per-block offset
+    b.add("shared_ada_lin.1.weight", {6 * C, C});
+    b.add("shared_ada_lin.1.bias", {6 * C});
+  }
   for (int i = 0; i < cfg.depth; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
+    if (cfg.shared_aln) b.add(p + "ada_gss", {1, 1, 6, C});
     b.add(p + "attn.scale_mul_1H11", {1, cfg.heads, 1, 1}, 1.0f);
     b.add(p + "attn.q_bias", {C});
     b.add(p + "attn.v_bias", {C});
@@ -76,8 +81,10 @@ inline TensorStore random_transformer(const ModelConfig& cfg, std::uint64_t seed
     b.add(p + "ffn.fc1.bias", {F});
     b.add(p + "ffn.fc2.weight", {C, F});
     b.add(p + "ffn.fc2.bias", {C});
-    b.add(p + "ada_lin.1.weight", {6 * C, C});
-    b.add(p + "ada_lin.1.bias", {6 * C});
+    if (!cfg.shared_aln) {
+      b.add(p + "ada_lin.1.weight", {6 * C, C});
+      b.add(p + "ada_lin.1.bias", {6 * C});
+    }
   }
   b.add("head_nm.ada_lin.1.weight", {2 * C, C});
   b.add("head_nm.ada_lin.1.bias", {2 * C});

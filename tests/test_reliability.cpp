@@ -635,8 +635,8 @@ TEST_CASE("reliability: bad sampling options are refused before any work", "[rel
     REQUIRE_THAT(sample_error({1, 2, 3}, ok, 2), Catch::Contains("batch of 3 exceeds the sampler's max_batch 2"));
     REQUIRE_THAT(sample_error({1}, ok, 0), Catch::Contains("max_batch must be ≥ 1, got 0"));
   }
-  SECTION("label out of range (the null class is not a user label)") {
-    REQUIRE_THAT(sample_error({1000}, ok), Catch::Contains("class label 1000 is out of range [0, 999]"));
+  SECTION("label out of range (the null class, label 1000, is a valid one: issue #19)") {
+    REQUIRE_THAT(sample_error({1001}, ok), Catch::Contains("class label 1001 is out of range [0, 999] (1000 = the null class)"));
     REQUIRE_THAT(sample_error({5, -1}, ok), Catch::Contains("class label -1 is out of range"));
   }
   SECTION("control: edge values that are allowed") {

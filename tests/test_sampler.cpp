@@ -193,7 +193,7 @@ TEST_CASE("Bad sampling options are rejected with clear errors", "[sampler][erro
   };
   SampleOptions ok;
   CHECK_THAT(err({}, ok), Catch::Contains("batch is empty"));
-  CHECK_THAT(err({1000}, ok), Catch::Contains("class label 1000 is out of range [0, 999]"));
+  CHECK_THAT(err({1001}, ok), Catch::Contains("class label 1001 is out of range [0, 999] (1000 = the null class)"));
   CHECK_THAT(err({-1}, ok), Catch::Contains("class label -1 is out of range"));
   auto o = ok;
   o.cfg = -0.5f;

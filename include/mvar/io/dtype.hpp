@@ -13,7 +13,7 @@
 
 namespace mvar {
 
-enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8 };
+enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8, F64 };
 
 constexpr std::size_t dtype_size(DType d) {
   switch (d) {
@@ -23,6 +23,7 @@ constexpr std::size_t dtype_size(DType d) {
     case DType::I32: return 4;
     case DType::I64: return 8;
     case DType::U8: return 1;
+    case DType::F64: return 8;
   }
   return 0;
 }
@@ -35,13 +36,14 @@ constexpr std::string_view dtype_name(DType d) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::F64: return "F64";
   }
   return "?";
 }
 
 /// Parses a safetensors dtype string; nullopt for anything else.
 inline std::optional<DType> parse_dtype(std::string_view s) {
-  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8})
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8, DType::F64})
     if (s == dtype_name(d)) return d;
   return std::nullopt;
 }
@@ -89,6 +91,7 @@ inline float load_as_float(const std::byte* base, DType d, std::size_t i) {
     case DType::I32: { std::int32_t v; std::memcpy(&v, base + 4 * i, 4); return float(v); }
     case DType::I64: { std::int64_t v; std::memcpy(&v, base + 8 * i, 8); return float(v); }
     case DType::U8: return float(std::uint8_t(base[i]));
+    case DType::F64: { double v; std::memcpy(&v, base + 8 * i, 8); return float(v); }  // fixtures' scalars
   }
   return 0.f;
 }

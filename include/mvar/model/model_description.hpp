@@ -229,8 +229,7 @@ inline ModelDescription parse_model_description(std::string_view text, const std
     throw r.bad("null_class", concat(r.show(*nc), " is not num_classes = ", a.num_classes));
   a.attn_l2_norm = r.boolean(j, "attn_l2_norm", true);
   if (!a.attn_l2_norm) throw r.bad("attn_l2_norm", "false is not supported (VAR/MVAR use L2-normalised attention)");
-  a.shared_aln = r.boolean(j, "shared_aln", false);
-  if (a.shared_aln) throw r.bad("shared_aln", "true (VAR-d36) is not supported");
+  a.shared_aln = r.boolean(j, "shared_aln", false);  // VAR-d36's layout (docs/zoo.md)
 
   const std::vector<int> pn = r.int_array(j, "patch_nums", a.patch_nums.side.size(), 1, lim::patch_side);
   a.patch_nums = PatchNums{};
@@ -372,7 +371,7 @@ constexpr bool same_architecture(const ModelConfig& a, const ModelConfig& b) {
     if (a.patch_nums[s] != b.patch_nums[s]) return false;
   return a.depth == b.depth && a.width == b.width && a.heads == b.heads && a.mlp_ratio == b.mlp_ratio &&
          a.vocab == b.vocab && a.cvae == b.cvae && a.num_classes == b.num_classes && a.kernel == b.kernel &&
-         a.refine_step == b.refine_step;
+         a.refine_step == b.refine_step && a.shared_aln == b.shared_aln && a.null_class == b.null_class;
 }
 
 }  // namespace mvar

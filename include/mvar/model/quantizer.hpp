@@ -5,12 +5,16 @@
 //                          u = s < S−1 ? bicubic(h, P × P) : h
 //                          f̂ += Phi_{k(s)}(u),  Phi(u) = (1 − r)·u + r·(conv3×3(u) + b), r = quant_resi
 //   area_tokens(s, f̂):     out[n_s, cvae] = area(f̂, pn_s × pn_s) transposed (the input of word_embed)
+//   add_embeddings(s, h):  the same fold as add_scale for given embeddings h [n_s, cvae] (token-major)
+//                          instead of codebook rows — the official `more_smooth` path, whose
+//                          embeddings are Gumbel-softmax mixes of the codebook (soft_embedding)
 //
 // Generic over patch_nums (increasing, last entry = the latent side P), cvae, vocab and the number
 // of partially shared Phi convolutions. Weights are validated and copied (the Phi convs packed) at
 // construction; add_scale takes its scratch from the caller's Workspace and never allocates.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -52,6 +56,11 @@ inline int phi_index_computed(int s, int S, int K) {
 }
 
 }  // namespace detail
+
+/// τ of the official `more_smooth` Gumbel-softmax at ratio r = s / (S − 1):
+/// max(0.27·(1 − 0.95·r), 0.005) ("refer to mask-git" in the official var.py / mvar.py), in double
+/// as Python computes it.
+inline double smooth_tau(double ratio) { return std::max(0.27 * (1.0 - ratio * 0.95), 0.005); }
 
 class VectorQuantizer {
  public:
@@ -114,22 +123,95 @@ class VectorQuantizer {
   void add_scale(ThreadPool& pool, int s, std::span<const std::int32_t> tokens, TensorView<float, 3> fhat,
                  Workspace& ws) const {
     MVAR_ASSERT(s >= 0 && s < num_scales());
-    const std::ptrdiff_t pn = pn_[static_cast<std::size_t>(s)], P = latent_side(), C = cvae_;
+    const std::ptrdiff_t pn = pn_[static_cast<std::size_t>(s)], C = cvae_;
     MVAR_ASSERT(static_cast<std::ptrdiff_t>(tokens.size()) == pn * pn);
-    MVAR_ASSERT(fhat.extent(0) == C && fhat.extent(1) == P && fhat.extent(2) == P);
     const std::size_t mark = ws.mark();
-    float* h_data = ws.take<float>(std::size_t(C * pn * pn));
-    const PaddedImage u(ws.take<float>(PaddedImage::floats(C, P, P)), C, P, P);
-    float* conv_data = ws.take<float>(std::size_t(C * P * P));
-
     // Step 1: embedding lookup, transposed to channel-major [C, pn, pn].
-    TensorView<float, 3> h(h_data, {C, pn, pn});
+    TensorView<float, 3> h(ws.take<float>(std::size_t(C * pn * pn)), {C, pn, pn});
     for (std::ptrdiff_t t = 0; t < pn * pn; ++t) {
       const std::int32_t id = tokens[static_cast<std::size_t>(t)];
       MVAR_ASSERT(id >= 0 && id < vocab_);
       const float* e = codebook_.data() + std::ptrdiff_t(id) * C;
       for (std::ptrdiff_t c = 0; c < C; ++c) h(c, t / pn, t % pn) = e[c];
     }
+    fold(pool, s, h, fhat, ws);
+    ws.release(mark);
+  }
+
+  /// f̂ += Phi_{k(s)}(bicubic(h)) as add_scale, for given embeddings emb [n_s, cvae] (token-major,
+  /// row·pn + col) — e.g. soft_embedding's Gumbel-softmax mixes (official more_smooth).
+  void add_embeddings(ThreadPool& pool, int s, TensorView<const float, 2> emb, TensorView<float, 3> fhat,
+                      Workspace& ws) const {
+    MVAR_ASSERT(s >= 0 && s < num_scales());
+    const std::ptrdiff_t pn = pn_[static_cast<std::size_t>(s)], C = cvae_;
+    MVAR_ASSERT(emb.extent(0) == pn * pn && emb.extent(1) == C);
+    const std::size_t mark = ws.mark();
+    TensorView<float, 3> h(ws.take<float>(std::size_t(C * pn * pn)), {C, pn, pn});
+    for (std::ptrdiff_t t = 0; t < pn * pn; ++t)
+      for (std::ptrdiff_t c = 0; c < C; ++c) h(c, t / pn, t % pn) = emb(t, c);
+    fold(pool, s, h, fhat, ws);
+    ws.release(mark);
+  }
+
+  /// The official `more_smooth` embedding of one token (helpers.py gumbel_softmax_with_rng with
+  /// hard=False, as var.py / mvar.py call it): with r = s/(S−1) and τ = smooth_tau(r),
+  ///   y = softmax((logits·(1 + r) − log E) / τ),   emb = y @ codebook   ([vocab] → [cvae]),
+  /// where `logits` are the guided logits after top-k/top-p masking (removed entries −inf: weight
+  /// 0, so their noise is never read) and E ~ Exp(1) i.i.d. per entry. `exp_noise(v)` returns E_v
+  /// (> 0); y_soft ([vocab]) receives y. float32 arithmetic in the official order of operations:
+  /// (1 + r) and τ rounded to float, products and the division rounded each. Allocates nothing.
+  template <class ExpNoise>
+  void soft_embedding(std::span<const float> logits, double ratio, ExpNoise&& exp_noise, std::span<float> y_soft,
+                      std::span<float> emb) const {
+    MVAR_ASSERT(std::ptrdiff_t(logits.size()) == vocab_ && std::ptrdiff_t(y_soft.size()) == vocab_);
+    MVAR_ASSERT(std::ptrdiff_t(emb.size()) == cvae_);
+    const float mul = float(1.0 + ratio), tau = float(smooth_tau(ratio));
+    float zmax = -INFINITY;
+    for (std::ptrdiff_t v = 0; v < vocab_; ++v) {
+      const float l = logits[std::size_t(v)];
+      float z = -INFINITY;
+      if (l != -INFINITY) {
+        const float g = -std::log(float(exp_noise(v)));
+        z = (l * mul + g) / tau;
+      }
+      y_soft[std::size_t(v)] = z;
+      zmax = std::max(zmax, z);  // a NaN logit propagates through exp below (the sampler refuses it before)
+    }
+    double sum = 0;
+    for (std::ptrdiff_t v = 0; v < vocab_; ++v) {
+      const float z = y_soft[std::size_t(v)];
+      const float e = z == -INFINITY ? 0.0f : std::exp(z - zmax);
+      y_soft[std::size_t(v)] = e;
+      sum += e;
+    }
+    const float inv = float(1.0 / sum);
+    for (float& e : emb) e = 0.0f;
+    for (std::ptrdiff_t v = 0; v < vocab_; ++v) {
+      const float y = y_soft[std::size_t(v)] * inv;
+      y_soft[std::size_t(v)] = y;
+      if (y == 0.0f) continue;
+      const float* e = codebook_.data() + v * cvae_;
+      for (std::ptrdiff_t c = 0; c < cvae_; ++c) emb[std::size_t(c)] += y * e[c];
+    }
+  }
+  /// out[n_s, cvae] (token-major, row·pn + col) = area(fhat, pn_s × pn_s) transposed.
+  void area_tokens(int s, TensorView<const float, 3> fhat, TensorView<float, 2> out) const {
+    MVAR_ASSERT(s >= 0 && s < num_scales());
+    const std::ptrdiff_t pn = pn_[static_cast<std::size_t>(s)];
+    MVAR_ASSERT(fhat.extent(0) == cvae_ && out.extent(0) == pn * pn && out.extent(1) == cvae_);
+    // The transposed view of out is [cvae, pn, pn] with strides (1, pn·row, row).
+    const std::ptrdiff_t rs = out.stride(0);
+    area_resize(fhat, TensorView<float, 3>(out.data(), {cvae_, pn, pn}, {out.stride(1), pn * rs, rs}));
+  }
+
+ private:
+  /// Steps 2–4 of add_scale for embeddings h [C, pn, pn]: bicubic (not at the last scale), Phi, add.
+  void fold(ThreadPool& pool, int s, TensorView<const float, 3> h, TensorView<float, 3> fhat, Workspace& ws) const {
+    const std::ptrdiff_t P = latent_side(), C = cvae_;
+    MVAR_ASSERT(fhat.extent(0) == C && fhat.extent(1) == P && fhat.extent(2) == P);
+    const std::size_t mark = ws.mark();
+    const PaddedImage u(ws.take<float>(PaddedImage::floats(C, P, P)), C, P, P);
+    float* conv_data = ws.take<float>(std::size_t(C * P * P));
     // Step 2: bicubic to P × P (the last scale is already P × P), straight into the padded planes.
     const auto ui = u.interior();
     if (s < num_scales() - 1)
@@ -149,17 +231,6 @@ class VectorQuantizer {
     ws.release(mark);
   }
 
-  /// out[n_s, cvae] (token-major, row·pn + col) = area(fhat, pn_s × pn_s) transposed.
-  void area_tokens(int s, TensorView<const float, 3> fhat, TensorView<float, 2> out) const {
-    MVAR_ASSERT(s >= 0 && s < num_scales());
-    const std::ptrdiff_t pn = pn_[static_cast<std::size_t>(s)];
-    MVAR_ASSERT(fhat.extent(0) == cvae_ && out.extent(0) == pn * pn && out.extent(1) == cvae_);
-    // The transposed view of out is [cvae, pn, pn] with strides (1, pn·row, row).
-    const std::ptrdiff_t rs = out.stride(0);
-    area_resize(fhat, TensorView<float, 3>(out.data(), {cvae_, pn, pn}, {out.stride(1), pn * rs, rs}));
-  }
-
- private:
   static constexpr int kPhiTable10[10] = {0, 0, 1, 1, 1, 2, 2, 3, 3, 3};
 
   std::vector<int> pn_;

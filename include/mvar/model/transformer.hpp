@@ -134,8 +134,11 @@ class Transformer {
     if (layout_ == WeightLayout::PackedBF16) {
       // The AdaLN projections (a third of d16's weights, run once per generation on ≤ 2·batch
       // rows) are bf16 too: half their memory. (In fp32 they stay in place: packing would copy
-      // them for no speed.)
-      for (int i = 0; i < Cfg.depth; ++i) pack_into(packed_ada_, w_.blocks[std::size_t(i)].ada, concat("blocks.", i, ".ada_lin.1"));
+      // them for no speed.) Order: the blocks' (or the one shared projection), then the head's.
+      if constexpr (Cfg.shared_aln)
+        pack_into(packed_ada_, w_.shared_ada, "shared_ada_lin.1");
+      else
+        for (int i = 0; i < Cfg.depth; ++i) pack_into(packed_ada_, w_.blocks[std::size_t(i)].ada, concat("blocks.", i, ".ada_lin.1"));
       pack_into(packed_ada_, w_.head_ada, "head_nm.ada_lin.1");
     }
   }
@@ -150,18 +153,19 @@ class Transformer {
     auto minus = [&](const LinearWeights& l) { b -= sizeof(float) * std::size_t(l.out) * l.in; };
     for (const auto& blk : w_.blocks) {
       for (const LinearWeights* l : {&blk.qkv, &blk.proj, &blk.fc1, &blk.fc2}) minus(*l);
-      if (!packed_ada_.empty()) minus(blk.ada);
+      if (!packed_ada_.empty()) minus(blk.ada);  // out = 0 (nothing) with shared AdaLN
     }
-    if (!packed_ada_.empty()) minus(w_.head_ada);
+    if (!packed_ada_.empty()) minus(w_.head_ada), minus(w_.shared_ada);
     minus(w_.head);
     return b;
   }
   WeightLayout layout() const { return layout_; }
 
-  /// Bytes of the Conditioning arrays for R rows.
+  /// Bytes of the Conditioning arrays for R rows (plus the shared AdaLN projection's R × 6C).
   static std::size_t conditioning_bytes(int R) {
     return Workspace::round(sizeof(float) * std::size_t(R) * C) * 2 +
-           Workspace::round(sizeof(float) * std::size_t(Cfg.depth) * R * 6 * C) + Workspace::round(sizeof(float) * std::size_t(R) * 2 * C);
+           Workspace::round(sizeof(float) * std::size_t(Cfg.depth) * R * 6 * C) + Workspace::round(sizeof(float) * std::size_t(R) * 2 * C) +
+           (Cfg.shared_aln ? Workspace::round(sizeof(float) * std::size_t(R) * 6 * C) : 0);
   }
   /// Scratch bytes one forward() over at most `max_rows` (= R·n) token rows needs.
   static std::size_t workspace_bytes(std::ptrdiff_t max_rows) {
@@ -169,7 +173,9 @@ class Transformer {
     return Workspace::round(4 * r * C) * 2 /*h, attn*/ + Workspace::round(4 * r * 3 * C) + Workspace::round(4 * r * F) + 4 * kAlignment;
   }
 
-  /// Class embeddings of `labels` (num_classes = null class) and all AdaLN projections.
+  /// Class embeddings of `labels` (num_classes = null class) and all AdaLN projections. With
+  /// shared AdaLN, block i's six chunks are shared_ada_lin(cond) + ada_gss_i (official
+  /// AdaLNSelfAttn: `ada_gss + cond_BD` before the unbind), so forward() reads one layout.
   Conditioning condition(ThreadPool& pool, std::span<const int> labels, Workspace& ws) const {
     const int R = int(labels.size());
     Conditioning c;
@@ -179,8 +185,9 @@ class Transformer {
     c.ada = TensorView<float, 2>(ws.take<float>(std::size_t(Cfg.depth) * R * 6 * C), {Cfg.depth * R, 6 * C});
     c.head_ada = TensorView<float, 2>(ws.take<float>(std::size_t(R) * 2 * C), {R, 2 * C});
     for (int r = 0; r < R; ++r) {
-      if (labels[r] < 0 || labels[r] > Cfg.num_classes)
-        throw Error(concat("class label ", labels[r], " is out of range [0, ", Cfg.num_classes, "]"));
+      const int rows = Cfg.num_classes + (Cfg.null_class ? 1 : 0);
+      if (labels[r] < 0 || labels[r] >= rows)
+        throw Error(concat("class label ", labels[r], " is out of range [0, ", rows - 1, "]"));
       std::memcpy(c.cond.row(r), w_.class_emb + std::size_t(labels[r]) * C, sizeof(float) * C);
       std::memcpy(silu_c.row(r), c.cond.row(r), sizeof(float) * C);
     }
@@ -189,8 +196,21 @@ class Transformer {
       if (packed_ada_.empty()) linear(pool, silu_c, l.weight(), l.b, out);
       else packed_ada_[std::size_t(i)](pool, silu_c, out);
     };
-    for (int i = 0; i < Cfg.depth; ++i) ada(i, w_.blocks[std::size_t(i)].ada, c.ada.slice(0, i * R, (i + 1) * R));
-    ada(Cfg.depth, w_.head_ada, c.head_ada);
+    if constexpr (Cfg.shared_aln) {
+      auto shared = TensorView<float, 2>(ws.take<float>(std::size_t(R) * 6 * C), {R, 6 * C});
+      ada(0, w_.shared_ada, shared);
+      for (int i = 0; i < Cfg.depth; ++i) {
+        const float* gss = w_.blocks[std::size_t(i)].ada_gss;
+        for (int r = 0; r < R; ++r) {
+          float* out = c.ada.row(i * R + r);
+          const float* sh = shared.row(r);
+          for (int j = 0; j < 6 * C; ++j) out[j] = gss[j] + sh[j];
+        }
+      }
+    } else {
+      for (int i = 0; i < Cfg.depth; ++i) ada(i, w_.blocks[std::size_t(i)].ada, c.ada.slice(0, i * R, (i + 1) * R));
+    }
+    ada(int(packed_ada_.size()) - 1, w_.head_ada, c.head_ada);
     return c;
   }
 

@@ -56,6 +56,12 @@ struct SampleOptions {
   float top_p = 0.96f;       // in (0, 1]; 1 disables
   std::uint64_t seed = 0;
   std::uint64_t first_index = 0;  // image i of the batch uses RNG stream first_index + i
+  /// Official `more_smooth` (visual quality, never for FID): f̂ receives the Gumbel-softmax mix of
+  /// codebook entries over the masked guided logits (VectorQuantizer::soft_embedding) instead of
+  /// the drawn token's entry; the tokens are drawn as without it. The Exp(1) noise of vocabulary
+  /// entry v at (image, scale, position) is CounterRng draw 1 + v of that counter (draw 0 is the
+  /// token's), so it depends on neither threads nor batch. Needs top_k ≠ 1.
+  bool more_smooth = false;
 
   std::function<void(const ScaleReport&)> on_scale;  // progress / timing
   /// Teacher forcing: may overwrite the drawn tokens of scale s ([B·n], image-major).
@@ -81,13 +87,25 @@ struct Generation {
   }
 };
 
-/// Checks user options; throws mvar::Error naming the bad one.
-inline void validate_options(const SampleOptions& o, std::span<const int> labels, int num_classes, int max_batch) {
+/// Checks user options; throws mvar::Error naming the bad one. Label num_classes is the null class
+/// (the official `label < 0`: unconditional; both CFG halves then run on the null embedding), valid
+/// when the model has one (ModelConfig::null_class).
+inline void validate_options(const SampleOptions& o, std::span<const int> labels, int num_classes, int max_batch,
+                             bool null_class = true) {
   if (labels.empty()) throw Error("sample: the batch is empty (give at least one class label)");
   if (int(labels.size()) > max_batch)
     throw Error(concat("sample: batch of ", labels.size(), " exceeds the sampler's max_batch ", max_batch));
-  for (int l : labels)
-    if (l < 0 || l >= num_classes) throw Error(concat("sample: class label ", l, " is out of range [0, ", num_classes - 1, "]"));
+  for (int l : labels) {
+    if (l == num_classes && !null_class)
+      throw Error(concat("sample: class label ", l, " is the null class, but this model has none (its class embedding "
+                         "holds ", num_classes, " rows, no unconditional row)"));
+    if (l < 0 || l > num_classes)
+      throw Error(concat("sample: class label ", l, " is out of range [0, ", num_classes - 1, "] (", num_classes,
+                         " = the null class)"));
+  }
+  if (o.more_smooth && o.top_k == 1)
+    throw Error("sample: more_smooth with top_k 1 (greedy) — the masked logits keep one entry, so the Gumbel-softmax "
+                "mix is that entry's one-hot; use top_k 0 or > 1, or drop more_smooth");
   if (!(o.cfg >= 0.0f) || !std::isfinite(o.cfg)) throw Error(concat("sample: cfg must be a finite number ≥ 0, got ", o.cfg));
   if (o.top_k < 0) throw Error(concat("sample: top_k must be ≥ 0 (0 disables), got ", o.top_k));
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw Error(concat("sample: top_p must be in (0, 1], got ", o.top_p));
@@ -108,7 +126,8 @@ class Sampler {
     // workspace sum in the constructor from above (up to a small constant part).
     const std::ptrdiff_t nmax = Cfg.patch_nums.max_tokens();
     const std::size_t per_image = Model::conditioning_bytes(2) + Model::workspace_bytes(2 * nmax) +
-                                  Workspace::round(4ul * 2 * nmax * Cfg.width) + Workspace::round(4ul * 2 * nmax * Cfg.vocab);
+                                  Workspace::round(4ul * 2 * nmax * Cfg.width) + Workspace::round(4ul * 2 * nmax * Cfg.vocab) +
+                                  Workspace::round(4ul * nmax * Cfg.cvae) /*more_smooth embeddings*/;
     const std::string what = concat("sampler workspace for batch ", max_batch);
     check_allocation(checked_bytes({std::uint64_t(max_batch), per_image}, 1, what), what);
     if (max_batch > std::numeric_limits<int>::max() / 2)  // 2·max_batch rows are counted in int
@@ -128,7 +147,8 @@ class Sampler {
     const std::size_t bytes = Model::conditioning_bytes(int(R)) + Model::workspace_bytes(R * nmax) +
                               Workspace::round(4ul * R * nmax * Cfg.width) /*x*/ +
                               Workspace::round(4ul * R * nmax * Cfg.vocab) /*logits*/ +
-                              Workspace::round(4ul * nmax * Cfg.cvae) /*z*/ + quant.workspace_bytes() + 16 * kAlignment;
+                              Workspace::round(4ul * nmax * Cfg.cvae) /*z*/ + quant.workspace_bytes() +
+                              Workspace::round(4ul * max_batch * nmax * Cfg.cvae) /*more_smooth embeddings*/ + 16 * kAlignment;
     ws_ = Workspace(std::max(bytes, min_workspace_bytes));
   }
 
@@ -138,7 +158,7 @@ class Sampler {
   Workspace& workspace() { return ws_; }
 
   Generation generate(std::span<const int> labels, const SampleOptions& o) {
-    validate_options(o, labels, Cfg.num_classes, max_batch_);
+    validate_options(o, labels, Cfg.num_classes, max_batch_, Cfg.null_class);
     const auto t_start = std::chrono::steady_clock::now();
     const int B = int(labels.size()), S = Cfg.num_scales(), P = Cfg.patch_nums.last(), E = Cfg.cvae;
     const int C = Cfg.width, V = Cfg.vocab;
@@ -147,6 +167,10 @@ class Sampler {
         if (traj_.needs_unconditional(s, o.cfg)) return true;
       return false;
     }();
+    if (any_uncond && !Cfg.null_class)
+      throw Error(concat("sample: at cfg ", o.cfg, " this trajectory runs the unconditional half, which needs the null "
+                         "class, but the model has none (ModelConfig::null_class = false); only a trajectory that "
+                         "skips it (MVAR at cfg 1) can run such a model"));
     const int R = any_uncond ? 2 * B : B;
     std::vector<int> row_labels(labels.begin(), labels.end());
     if (any_uncond) row_labels.insert(row_labels.end(), std::size_t(B), Cfg.num_classes);
@@ -158,8 +182,8 @@ class Sampler {
     g.tokens.resize(std::size_t(S));
     ws_.reset();
     const typename Model::Conditioning cond = model_.condition(pool_, row_labels, ws_);
-    auto step = [&](int s, int rows, TensorView<const float, 2> guided = {}) {
-      return Step<Model>{pool_, model_, quant_, cond, ws_, s, B, rows, guided};
+    auto step = [&](int s, int rows, TensorView<const float, 2> guided = {}, TensorView<const float, 2> soft = {}) {
+      return Step<Model>{pool_, model_, quant_, cond, ws_, s, B, rows, guided, soft};
     };
     traj_.begin(step(0, R));
     const CounterRng rng(o.seed);
@@ -186,6 +210,9 @@ class Sampler {
       // Mask and draw, one token per (image, position); counter-based RNG → thread-count independent.
       auto& tok = g.tokens[std::size_t(s)];
       tok.assign(std::size_t(B) * n, 0);
+      TensorView<float, 2> soft;  // more_smooth: the embeddings f̂ receives, [B·n, cvae]
+      if (o.more_smooth) soft = TensorView<float, 2>(ws_.take<float>(std::size_t(B) * n * E), {std::ptrdiff_t(B) * n, E});
+      const double ratio = S > 1 ? double(s) / double(S - 1) : 0.0;
       parallel_for(pool_, std::ptrdiff_t(B) * n, 16, [&](std::ptrdiff_t r0, std::ptrdiff_t r1) {
         thread_local ThreadScratch<float> scratch_buf;
         thread_local ThreadScratch<std::uint64_t> keys_buf;
@@ -196,6 +223,12 @@ class Sampler {
           top_k_top_p_mask(row, o.top_k, o.top_p, scratch, keys);
           const auto b = r / n, t = r % n;
           tok[std::size_t(r)] = sample_categorical(row, rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t)));
+          if (o.more_smooth && tok[std::size_t(r)] >= 0)
+            quant_.soft_embedding(row, ratio, [&](std::ptrdiff_t v) {
+              // Exp(1) = −log U with U in (0, 1): the 53-bit uniform shifted by half a step.
+              const double u = rng.uniform(o.first_index + std::uint64_t(b), std::uint32_t(s), std::uint32_t(t), std::uint32_t(1 + v));
+              return -std::log(u + 0x1p-54);
+            }, std::span<float>(scratch.data(), std::size_t(V)), std::span<float>(soft.row(r), std::size_t(E)));
         }
       });
       // −1: a row without a finite maximum or with a NaN (top_k_top_p.hpp); refuse, never draw token 0.
@@ -207,7 +240,7 @@ class Sampler {
       for (std::int32_t t : tok)
         if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));
 
-      traj_.advance(step(s, Rs, guided), tok);
+      traj_.advance(step(s, Rs, guided, soft), tok);
       if (o.on_fhat) o.on_fhat(s, traj_.fhat());
       ws_.release(mark);
       if (o.on_scale) {

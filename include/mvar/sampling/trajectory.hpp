@@ -50,6 +50,9 @@ struct Step {
   int batch = 0;  // B images
   int rows = 0;   // R rows of this step: 2B with the unconditional half, else B
   TensorView<const float, 2> guided{};
+  /// advance() only, with SampleOptions::more_smooth: the embeddings [B·n, cvae] to fold into f̂
+  /// instead of the tokens' codebook rows (the official Gumbel-softmax mix); empty otherwise.
+  TensorView<const float, 2> embeddings{};
 };
 
 /// A next-scale trajectory: what a step's attention sees, what is carried between scales and how
@@ -107,9 +110,13 @@ class FhatCarry {
   template <class Model>
   void advance(const Step<Model>& st, std::span<const std::int32_t> tokens) {
     const std::size_t n = tokens.size() / std::size_t(batch_), E = std::size_t(cvae_), P = std::size_t(side_);
-    for (int b = 0; b < batch_; ++b)
-      st.quant.add_scale(st.pool, st.scale, tokens.subspan(std::size_t(b) * n, n),
-                         TensorView<float, 3>(fhat_.data() + std::size_t(b) * E * P * P, {cvae_, side_, side_}), st.ws);
+    for (int b = 0; b < batch_; ++b) {
+      const TensorView<float, 3> fhat_b(fhat_.data() + std::size_t(b) * E * P * P, {cvae_, side_, side_});
+      if (st.embeddings.size() > 0)  // more_smooth
+        st.quant.add_embeddings(st.pool, st.scale, st.embeddings.slice(0, std::ptrdiff_t(b * n), std::ptrdiff_t((b + 1) * n)), fhat_b, st.ws);
+      else
+        st.quant.add_scale(st.pool, st.scale, tokens.subspan(std::size_t(b) * n, n), fhat_b, st.ws);
+    }
   }
 
   TensorView<const float, 4> fhat() const { return TensorView<const float, 4>(fhat_.data(), {batch_, cvae_, side_, side_}); }
