@@ -43,7 +43,7 @@ cli::Args make_args() {
       {"transformer", "FILE", "transformer weights (.safetensors or official .pth)", "the default model"},
       {"vae", "FILE", "VQVAE weights (.safetensors or official .pth)", "the default model's"},
       {"config", "FILE", "the model's config.json (architecture, VAE sizes, settings, class names)", "config.json beside --transformer, if any"},
-      {"model", "NAME", "architecture preset: auto, d16, d20, d24, d30, tiny, fashion_mnist", "auto (from config.json or the weights)"},
+      {"model", "NAME", "architecture preset: auto, d16, d20, d24, d30, d36, tiny, saln512_tiny, fashion_mnist", "auto (from config.json or the weights)"},
       {"mode", "mvar|var", "trajectory: mvar = scale-Markov + neighbourhood attention, var = full prefix + KV cache", "from the checkpoint (config.json, metadata, official file name); refused when nothing says"},
       {"class", "C[,C...]", "class labels: numbers, class names (e.g. Sneaker, 'golden retriever'), null (unconditional) or random; one label is repeated over the batch", "one image per class (default model) or 0"},
       {"batch", "N", "images to generate", "number of labels"},
@@ -51,6 +51,7 @@ cli::Args make_args() {
       {"cfg", "X", "classifier-free guidance strength ≥ 0 (t = cfg·s/(S−1))", "model's recommendation"},
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
+      {"more-smooth", "", "official more_smooth: f̂ gets the Gumbel-softmax mix of codebook entries instead of the drawn token's (visual quality; not with --top-k 1)", "off"},
       {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation; also the decoder's Winograd products)", "packed"},
       {"conv", "ALGO", "decoder 3×3 convolutions: winograd (F(4×4,3×3) on layers of ≤ 160 channels at ≥ 64 px, F(2×2,3×3) elsewhere), winograd2 (F(2×2) everywhere: less memory) or direct (exact fp32 order)", "winograd"},
       {"threads", "N", concat("worker threads (1 to ", kMaxThreads, ")"), "hardware threads"},
@@ -116,6 +117,7 @@ Request parse_request(const cli::Args& args) {
   if (args.has("cfg")) q.gen.cfg = float(args.number("cfg", 0));
   if (args.has("top-k")) q.gen.top_k = args.integer<int>("top-k", 0);
   if (args.has("top-p")) q.gen.top_p = float(args.number("top-p", 0));
+  q.gen.more_smooth = args.has("more-smooth");
   p.threads = args.integer<int>("threads", int(std::clamp(std::thread::hardware_concurrency(), 1u, unsigned(kMaxThreads))));
   if (p.threads < 1 || p.threads > kMaxThreads) throw UsageError(concat("--threads must be in [1, ", kMaxThreads, "], got ", p.threads));
   q.output = args.str("output", "mvar_out.png");
@@ -171,7 +173,7 @@ std::vector<mvar::PngText> parameters_text(const Request& q, const mvar::Pipelin
       "model: ", p.info().preset, ", transformer: ", fs::path(p.info().transformer_file).filename().string(),
       ", vae: ", fs::path(p.info().vae_file).filename().string(), ", mode: ", mvar::mode_name(p.info().mode),
       ", class: ", classes, ", seed: ", s.seed, ", stream: ", streams, ", cfg: ", s.cfg, ", top-k: ", s.top_k,
-      ", top-p: ", s.top_p, ", weights: ", mvar::layout_name(im.layout), ", mvar: ", mvar::kVersion);
+      ", top-p: ", s.top_p, s.more_smooth ? ", more_smooth" : "", ", weights: ", mvar::layout_name(im.layout), ", mvar: ", mvar::kVersion);
   (void)q;
   return {{"parameters", text}, {"Software", concat("mvar ", mvar::kVersion)}};
 }

@@ -22,12 +22,12 @@ namespace {
 const std::string kTransformer = test::fixture_path("tiny.transformer.safetensors");
 const std::string kVae = test::fixture_path("tiny.vae.safetensors");
 
-/// The labels of the fixtures' VAR run (var_tiny.config.json), plus one more image.
+/// The labels of the fixtures' VAR run (var_tiny.config.json), plus the null class.
 std::vector<int> fixture_labels() {
   std::ifstream in(test::fixture_path("var_tiny.config.json"));
   const auto j = nlohmann::json::parse(in);
   std::vector<int> l = j.at("labels").get<std::vector<int>>();
-  l.push_back(int(l.size()) + 1);  // a second image (the null class joins once the sampler accepts it)
+  l.push_back(j.at("num_classes").get<int>());
   return l;
 }
 
@@ -137,6 +137,9 @@ TEST_CASE("PresetTable: recognised by shapes, extended by the user, named in err
   Pipeline p({.transformer = kTransformer, .vae = kVae, .mode = Mode::Mvar}, mine);
   REQUIRE(p.info().preset == "my_tiny");
   REQUIRE(p.info().recommended.top_k == 10);
+  // VAR-d36's layout in miniature (shared AdaLN, 512-px schedule) is its own preset.
+  REQUIRE(t.recognise(load_checkpoint(test::fixture_path("saln512_tiny.transformer.safetensors"))).name == "saln512_tiny");
+  REQUIRE(t.find("d36")->image_side() == 512);
   PresetTable empty;
   REQUIRE_THROWS_WITH(empty.recognise(w), Catch::Contains("unknown architecture (depth 2, width 128"));
   REQUIRE_THROWS_WITH(t.recognise(load_checkpoint(kVae)), Catch::Contains("not a VAR/MVAR transformer checkpoint"));
@@ -250,4 +253,17 @@ TEST_CASE("PNG text chunks: written with the image, read back without decoding i
   fs::resize_file(f, bytes - 20);
   REQUIRE_THROWS_WITH(read_png_text(f.string()), Catch::Contains("mvar_test_text.png") && Catch::Contains("truncated"));
   fs::remove(f);
+}
+
+TEST_CASE("Pipeline: more_smooth and the null class, same bytes for any thread count", "[pipeline]") {
+  std::vector<std::uint8_t> first;
+  for (const int threads : {1, 3}) {
+    Pipeline p({.transformer = kTransformer, .vae = kVae, .mode = Mode::Var, .threads = threads});
+    const Images im = p.generate({.labels = {p.info().num_classes, 1}, .seed = 2, .more_smooth = true});
+    REQUIRE(im.settings.more_smooth);
+    if (first.empty()) first = im.rgb;
+    else REQUIRE(im.rgb == first);
+  }
+  Pipeline p({.transformer = kTransformer, .vae = kVae, .mode = Mode::Mvar});
+  REQUIRE_THROWS_WITH(p.settings({.labels = {1}, .top_k = 1, .more_smooth = true}), Catch::Contains("more_smooth with top_k 1"));
 }

@@ -1,11 +1,11 @@
 // mvar/pipeline/builtin_presets.hpp — the one table of the models mvar ships knowledge of: the
-// official 256-px zoo (VAR d16–d30 and the MVAR checkpoints of the same shapes), the fixtures'
-// tiny model and the small default model of models/fashion_mnist. Each entry instantiates
+// official zoo (VAR d16–d30 and the MVAR checkpoints of the same shapes at 256 px, VAR-d36 at
+// 512 px), the fixtures' tiny models and the small default model of models/fashion_mnist. Each entry instantiates
 // Transformer<Cfg> for both trajectories (preset.hpp), so this header is where those
 // instantiations are compiled; a program that runs only its own model includes preset.hpp alone.
 //
 // Recommended settings (SPEC §1.9, §3.4): VAR's README gives cfg 1.5, top-k 900, top-p 0.96 for
-// its evaluation runs; MVAR's README gives per checkpoint d16† 2.0 / 1200 / 0.99, d16 (from
+// its evaluation runs (more_smooth off; d36 included); MVAR's README gives per checkpoint d16† 2.0 / 1200 / 0.99, d16 (from
 // scratch, "mvar-d16.pth") 2.7 / 1200 / 0.99, d20† 1.5 / 900 / 0.96, d24† 1.4 / 900 / 0.96.
 #pragma once
 
@@ -36,8 +36,15 @@ inline PresetTable builtin_presets() {
   official(make_preset<presets::d20>("d20", VaeConfig::official(), {1.5f, 900, 0.96f}, var_eval), 600);
   official(make_preset<presets::d24>("d24", VaeConfig::official(), {1.4f, 900, 0.96f}, var_eval), 1000);
   official(make_preset<presets::d30>("d30", VaeConfig::official(), {1.5f, 900, 0.96f}, var_eval), 2010);
+  // VAR-d36: shared AdaLN, the 512-px schedule, the same VQVAE (a 32×32 latent → 512×512).
+  Preset d36 = make_preset<presets::d36>("d36", VaeConfig::official(), var_eval, var_eval);
+  d36.description = "official VAR-d36 (2354 M parameters, shared AdaLN, 512 px, ImageNet 1000 classes)";
+  d36.class_names = imagenet_class_names();
+  t.add(std::move(d36));
   t.add(make_preset<presets::tiny>("tiny", VaeConfig::tiny(), {1.5f, 900, 0.96f}, var_eval,
                                    "the test fixtures' tiny random model (depth 2, width 128)"));
+  t.add(make_preset<presets::saln512_tiny>("saln512_tiny", VaeConfig::tiny(), var_eval, var_eval,
+                                           "the test fixtures' tiny shared-AdaLN model on the 512-px schedule"));
   // The default model's VAE sizes and settings come from its config.json (models/fashion_mnist);
   // these are the same values, for a run that names the preset without the description file.
   VaeConfig fm_vae;

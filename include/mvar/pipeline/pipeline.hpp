@@ -99,7 +99,7 @@ struct GenerateRequest {
   std::uint64_t first_index = 0;      // image i uses RNG stream first_index + i
   std::optional<float> cfg{}, top_p{};
   std::optional<int> top_k{};
-  bool more_smooth = false;
+  bool more_smooth = false;           // official more_smooth: Gumbel-softmax embeddings (SampleOptions)
   bool keep_planes = false;           // also return the decoder's float output (before the clamp)
   std::function<void(const Progress&)> on_progress{};
   std::function<bool()> cancel{};     // polled between scales and images: true stops with Cancelled
@@ -259,7 +259,8 @@ class Pipeline {
     o.top_p = r.top_p.value_or(info_.recommended.top_p);
     o.seed = r.seed;
     o.first_index = r.first_index;
-    validate_options(o, r.labels, info_.num_classes, int(r.labels.size()));
+    o.more_smooth = r.more_smooth;
+    validate_options(o, r.labels, info_.num_classes, int(r.labels.size()), preset_.arch.null_class);
     return o;
   }
 

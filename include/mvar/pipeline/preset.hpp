@@ -89,7 +89,7 @@ struct Preset {
   /// True when a transformer file with these shapes is this preset's architecture.
   bool matches(const TransformerFileShape& f) const {
     return f.depth == arch.depth && f.width == arch.width && (f.heads == 0 || f.heads == arch.heads) &&
-           f.num_classes == arch.num_classes;
+           f.num_classes == arch.num_classes && f.shared_aln == arch.shared_aln && (f.seq_len == 0 || f.seq_len == arch.seq_len());
   }
 };
 
