@@ -91,6 +91,9 @@ MVAR_TARGET_AVX512 inline void f32_micro_avx512_rows(int rows, std::ptrdiff_t kc
 }
 
 /// 16 × 16 u32 in-register transpose; stores column q's first n rows to dst + q·ld.
+// (GCC 12 warns about the _mm512_undefined_* "source" inside its own shuffle intrinsics.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 MVAR_TARGET_AVX512 inline void transpose16_store_rt(const __m512i rows[16], int n, std::uint32_t* dst, std::ptrdiff_t ld) {
   __m512i t[16], u[16];
   for (int i = 0; i < 8; ++i) {
@@ -113,6 +116,7 @@ MVAR_TARGET_AVX512 inline void transpose16_store_rt(const __m512i rows[16], int 
     _mm512_mask_storeu_epi32(dst + (12 + k) * ld, m, _mm512_shuffle_i32x4(s1, s3, 0xDD));
   }
 }
+#pragma GCC diagnostic pop
 
 /// A micro-panels of 14 rows (k-major), as pack_a for the AVX-512 tile.
 MVAR_TARGET_AVX512 inline void f32_pack_a_avx512(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t i0,
