@@ -42,15 +42,17 @@ if [[ $STAGES == *,build,* ]]; then
     { tail -30 "$OUT/configure.log"; exit 1; }
   cmake --build "$BUILD" --target test_gemm_dispatch test_linear test_model bench_generate -j"$(nproc)" > "$OUT/build.log" 2>&1 ||
     { grep -E 'error' "$OUT/build.log" | head -30; exit 1; }
+  rm -f "$OUT/configure.log" "$OUT/build.log"
 fi
 
 if [[ $STAGES == *,test,* ]]; then
   for t in test_gemm_dispatch test_linear test_model; do
     log "$t"
-    "$BUILD/tests/$t" --durations yes > "$OUT/$t.log" 2>&1
-    echo "$t: rc=$? $(tail -2 "$OUT/$t.log" | tr '\n' ' ')"
+    "$BUILD/tests/$t" --durations yes > "$OUT/test.log" 2>&1
+    echo "$t: rc=$? $(tail -2 "$OUT/test.log" | tr '\n' ' ')"
+    grep -E -B5 'FAILED' "$OUT/test.log" | head -40
   done
-  grep -E 'FAILED|failed' "$OUT"/test_*.log | head -20
+  rm -f "$OUT/test.log"
 fi
 
 bench() {  # bench NAME THREADS FILTER [ENV…]
@@ -58,17 +60,19 @@ bench() {  # bench NAME THREADS FILTER [ENV…]
   shift 3
   env MVAR_THREADS="$threads" "$@" "$BUILD/bench/bench_generate" --benchmark_filter="$filter" \
     --benchmark_format=json --benchmark_out="$OUT/mvar_$name.json" --benchmark_out_format=json > /dev/null 2> "$OUT/mvar_$name.err"
-  echo "mvar $name: rc=$?"
+  echo "mvar $name: rc=$? $(grep -c '"name"' "$OUT/mvar_$name.json") results"
+  [ -s "$OUT/mvar_$name.err" ] && tail -3 "$OUT/mvar_$name.err"
+  rm -f "$OUT/mvar_$name.err"
 }
 if [[ $STAGES == *,mvar,* ]]; then
   for T in 16 8 2; do
     log "mvar $T threads"
-    bench "t$T" "$T" '^(mvar_d16|mvar_d16_bf16|mvar_d16_int8)/1$|^decode_d16/'
+    bench "t$T" "$T" '^mvar_d16(_bf16|_int8)?/1/|^decode_d16/'
   done
   log "mvar batch 16, 16 threads"
-  bench "t16_b16" 16 '^(mvar_d16|mvar_d16_bf16|mvar_d16_int8)/16$'
+  bench "t16_b16" 16 '^mvar_d16(_bf16|_int8)?/16/'
   log "mvar AVX-512 forms, 16 threads"
-  bench "t16_avx512" 16 '^(mvar_d16_bf16|mvar_d16_int8)/1$' MVAR_ISA=avx512
+  bench "t16_avx512" 16 '^mvar_d16(_bf16|_int8)/1/' MVAR_ISA=avx512
 fi
 
 if [[ $STAGES == *,torch,* ]]; then
@@ -79,7 +83,9 @@ if [[ $STAGES == *,torch,* ]]; then
       [ "$mode" = bf16 ] && extra=--bf16
       python3 "$SRC/bench/torch_reference.py" --time --model mvar --batch 1 --threads "$T" --reps 2 $extra \
         > "$OUT/torch_${mode}_t$T.jsonl" 2> "$OUT/torch_${mode}_t$T.err"
-      echo "torch $mode $T: rc=$? $(tail -c 300 "$OUT/torch_${mode}_t$T.jsonl")"
+      echo "torch $mode $T: rc=$? $(tail -1 "$OUT/torch_${mode}_t$T.jsonl" | cut -c1-200)"
+      [ -s "$OUT/torch_${mode}_t$T.err" ] && tail -3 "$OUT/torch_${mode}_t$T.err"
+      rm -f "$OUT/torch_${mode}_t$T.err"
     done
   done
 fi
