@@ -87,6 +87,8 @@ void BM_generate(benchmark::State& st) {
   const bool window = reset_peak_resident();
   const long rss0 = process_status_kib("VmRSS");
   ThreadPool pool(bench_threads());
+  // MVAR_BENCH_KOUTER=0/1 forces the GEMM's one-row-block loop order (A/B runs; gemm_packed.hpp).
+  if (const char* e = std::getenv("MVAR_BENCH_KOUTER")) detail::gemm_k_outer_override() = std::atoi(e);
   Trajectory traj(Cfg);
   Sampler<D16, Trajectory> sampler(model, S.quant, traj, pool, batch);
   std::vector<int> labels;

@@ -8,11 +8,13 @@
 # libxsimd-dev xtl-dev nlohmann-json3-dev catch2 libbenchmark-dev libbenchmark1debian libpng-dev
 # libpng16-16 zlib1g-dev); they are unpacked with dpkg -x into a scratch prefix. Stages:
 #   build  configure (-march=native; MVAR_FIXTURE_DIR from $MVAR_FIXTURES or tests/fixtures) and
-#          build the tests and bench_generate;
+#          build the tests and bench_generate (MVAR_TARGETS to build fewer);
 #   test   test_gemm_dispatch (every kernel form this CPU runs, AMX ones included, against the
 #          fp32 / double reference and each other), test_linear, test_model;
 #   mvar   bench_generate: MVAR-d16 batch 1 + CFG, fp32 / bf16 / int8 weights, 2, 8, 16 threads,
 #          the decoder, batch 16 at 16 threads, and the AVX-512 forms (MVAR_ISA=avx512) beside AMX;
+#   order  the fp32 / bf16 AVX-512 forms with the GEMM's K-outer order forced off and on
+#          (MVAR_BENCH_KOUTER), 16 and 2 threads, interleaved, twice;
 #   torch  bench/torch_reference.py --time (plain PyTorch from SPEC.md, the machine's own torch,
 #          GPU hidden) fp32 and bf16 autocast at 2, 8, 16 threads;
 #   table  bench/device_table.py: one table from OUT_DIR's JSON files.
@@ -40,13 +42,14 @@ if [[ $STAGES == *,build,* ]]; then
   cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PFX/usr" \
     -DMVAR_BUILD_EXAMPLES=OFF -DMVAR_INSTALL=OFF -DMVAR_FIXTURE_DIR="${MVAR_FIXTURES:-$SRC/tests/fixtures}" > "$OUT/configure.log" 2>&1 ||
     { tail -30 "$OUT/configure.log"; exit 1; }
-  cmake --build "$BUILD" --target test_gemm_dispatch test_linear test_model bench_generate -j"$(nproc)" > "$OUT/build.log" 2>&1 ||
+  cmake --build "$BUILD" --target ${MVAR_TARGETS:-test_gemm_dispatch test_linear test_model bench_generate} -j"$(nproc)" > "$OUT/build.log" 2>&1 ||
     { grep -E 'error' "$OUT/build.log" | head -30; exit 1; }
   rm -f "$OUT/configure.log" "$OUT/build.log"
 fi
 
 if [[ $STAGES == *,test,* ]]; then
   for t in test_gemm_dispatch test_linear test_model; do
+    [ -x "$BUILD/tests/$t" ] || continue
     log "$t"
     "$BUILD/tests/$t" --durations yes > "$OUT/test.log" 2>&1
     echo "$t: rc=$? $(tail -2 "$OUT/test.log" | tr '\n' ' ')"
@@ -73,6 +76,17 @@ if [[ $STAGES == *,mvar,* ]]; then
   bench "t16_b16" 16 '^mvar_d16(_bf16|_int8)?/16/'
   log "mvar AVX-512 forms, 16 threads"
   bench "t16_avx512" 16 '^mvar_d16(_bf16|_int8)/1/' MVAR_ISA=avx512
+fi
+
+if [[ $STAGES == *,order,* ]]; then  # the GEMM's one-row-block loop order, A/B, interleaved
+  for rep in 1 2; do
+    for T in 16 2; do
+      for ko in 0 1; do
+        log "order: $T threads, k_outer $ko, rep $rep"
+        bench "order_t${T}_k${ko}_r$rep" "$T" '^mvar_d16(_bf16)?/1/' MVAR_ISA=avx512 MVAR_BENCH_KOUTER=$ko
+      done
+    done
+  done
 fi
 
 if [[ $STAGES == *,torch,* ]]; then

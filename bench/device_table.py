@@ -89,6 +89,9 @@ def main():
         print("AVX-512 forms (MVAR_ISA=avx512) vs the default, 16 threads, transformer s:",
               ", ".join(f"{n} {fmt(b.get('total_seconds'), 3)} vs {fmt(amx.get(n, {}).get('total_seconds'), 3)}"
                         for n, b in m.items()))
+    for p in sorted(glob.glob(os.path.join(out, "mvar_order_*.json"))):
+        m = load_mvar(p)
+        print(os.path.basename(p)[5:-5] + ":", ", ".join(f"{n} {fmt(b.get('total_seconds'), 3)} s" for n, b in m.items()))
     for t in threads:
         m = load_mvar(os.path.join(out, f"mvar_t{t}.json"))
         for n, b in m.items():

@@ -185,7 +185,8 @@ inline std::size_t bf16_a_scratch_elems(std::ptrdiff_t M, std::ptrdiff_t K) {
 /// into the calling thread's scratch) and packed B (bf16 panels); loop order as drive_panels.
 inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
                              const std::uint16_t* bp, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
-                             const float* bias, float* y, std::ptrdiff_t ldy, const std::uint32_t* a_packed = nullptr) {
+                             const float* bias, float* y, std::ptrdiff_t ldy, const std::uint32_t* a_packed = nullptr,
+                             bool k_outer = false) {
   constexpr int MR = Bf16Tile::MR, NR = Bf16Tile::NR;
   const std::ptrdiff_t Kp = (K + 1) / 2;
   // The u32 pairs live in the fp32 scratch slot (same element size).
@@ -200,7 +201,8 @@ inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t 
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
         gemm_bf16_micro_rows<MR>(rows, kcp, ap + a_off, bp + (p * Kp + q0) * 2 * NR, c, ldc, load_c, bb, prefetch);
-      });
+      },
+      k_outer);
 }
 
 }  // namespace mvar::detail

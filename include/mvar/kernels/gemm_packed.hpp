@@ -250,7 +250,8 @@ inline void touch_rows(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t n0, st
 /// The right-edge panel (< NR valid columns) goes through a full-width tile on the stack.
 template <int MR, int NR, std::ptrdiff_t KC, std::ptrdiff_t MCP, class Pack, class Kernel>
 inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
-                         const float* bias, float* y, std::ptrdiff_t ldy, Pack&& pack, Kernel&& kernel) {
+                         const float* bias, float* y, std::ptrdiff_t ldy, Pack&& pack, Kernel&& kernel,
+                         bool k_outer = false) {
   const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
   alignas(64) float tmp[MR * NR];
   alignas(64) float bias_pad[NR];
@@ -269,6 +270,14 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
   };
   if (panels_a <= MCP) {  // one row block: panel-outer, B streamed sequentially
     pack(0, panels_a, 0, Ku);
+    if (k_outer) {  // K blocks outside the panels: a KC slice of A stays in L2 (gemm_k_outer)
+      for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
+        const std::ptrdiff_t kc = std::min(KC, Ku - k0);
+        for (std::ptrdiff_t p = p0; p < p1; ++p)
+          for (std::ptrdiff_t i = 0; i < panels_a; ++i) tile(i, (i * Ku + k0) * MR, p, k0, kc, i == 0);
+      }
+      return;
+    }
     for (std::ptrdiff_t p = p0; p < p1; ++p)
       for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
         const std::ptrdiff_t kc = std::min(KC, Ku - k0);
@@ -285,6 +294,23 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
         for (std::ptrdiff_t i = ic; i < ie; ++i) tile(i, (i - ic) * kc * MR, p, k0, kc, false);
     }
   }
+}
+
+/// Whether a one-row-block GEMM runs its K blocks outside the output panels (drive_panels'
+/// k_outer). Panel-outer (the default) streams all of packed A (a_bytes) once per output panel;
+/// with few threads that comes from L2/L3 fast enough and B is read strictly sequentially (best at
+/// 2 threads on the project machine, docs/performance_gemm.md). With many threads sharing one L3
+/// it becomes the bound (16-core Xeon: fp32 at 16 threads ran at 28 % of the FMA peak against
+/// 67 % at 2 threads); K-outer keeps one KC slice of A (≤ 588 rows × KC) in L2 across the chunk's
+/// panels and still reads every B micro-panel once. Same bits either way (same k order per output).
+/// gemm_k_outer_override(): −1 automatic, 0 / 1 forced (benchmarks and tests).
+inline int& gemm_k_outer_override() {
+  static int v = -1;
+  return v;
+}
+inline bool gemm_k_outer(std::size_t a_bytes, int threads) {
+  if (gemm_k_outer_override() >= 0) return gemm_k_outer_override() == 1;
+  return threads >= 4 && a_bytes > (std::size_t(1) << 20);
 }
 
 /// Elements of A scratch drive_panels' pack() fills for M rows and Ku k-units.

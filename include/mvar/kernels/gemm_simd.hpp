@@ -246,7 +246,7 @@ inline void pack_b_panel_plain(const float* w, std::ptrdiff_t ldw, std::ptrdiff_
 template <class F>
 inline void gemm_f32_chunk(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, const float* bp,
                            std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1, const float* bias, float* y,
-                           std::ptrdiff_t ldy, const float* a_packed = nullptr) {
+                           std::ptrdiff_t ldy, const float* a_packed = nullptr, bool k_outer = false) {
   constexpr int MR = F::MR, NR = F::NR;
   float* scratch = a_packed ? nullptr : thread_scratch(0, a_scratch_elems<MR, F::KC, F::MCP>(M, K));
   const float* ap = a_packed ? a_packed : scratch;
@@ -258,7 +258,8 @@ inline void gemm_f32_chunk(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M,
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t k0, std::ptrdiff_t kc, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
         F::micro(rows, kc, ap + a_off, bp + (p * K + k0) * NR, c, ldc, load_c, bb, prefetch);
-      });
+      },
+      k_outer);
 }
 
 }  // namespace mvar::detail

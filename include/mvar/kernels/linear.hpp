@@ -221,6 +221,7 @@ class PackedLinear {
   template <class F>
   void run_f32(ThreadPool& pool, TensorView<const float, 2> x, TensorView<float, 2> y, const float* bias) const {
     const std::ptrdiff_t M = x.extent(0), panels_b = (N_ + F::NR - 1) / F::NR;
+    const bool k_outer = detail::gemm_k_outer(std::size_t(M * K_) * sizeof(float), pool.threads());
     const float* ap = nullptr;
     if (detail::shares_packed_a(M, F::MR, F::MCP, pool.threads())) {
       float* dst = detail::thread_scratch(2, detail::a_scratch_elems<F::MR, F::KC, F::MCP>(M, K_));
@@ -230,13 +231,14 @@ class PackedLinear {
       ap = dst;
     }
     parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-      detail::gemm_f32_chunk<F>(x.data(), x.stride(0), M, K_, w_.data(), N_, p0, p1, bias, y.data(), y.stride(0), ap);
+      detail::gemm_f32_chunk<F>(x.data(), x.stride(0), M, K_, w_.data(), N_, p0, p1, bias, y.data(), y.stride(0), ap, k_outer);
     });
   }
 
   void run_bf16(ThreadPool& pool, TensorView<const float, 2> x, TensorView<float, 2> y, const float* bias) const {
     using B = detail::Bf16Tile;
     const std::ptrdiff_t M = x.extent(0), panels_b = (N_ + B::NR - 1) / B::NR;
+    const bool k_outer = detail::gemm_k_outer(std::size_t(M * kp_) * 4, pool.threads());
     const std::uint32_t* ap = nullptr;
     if (detail::shares_packed_a(M, B::MR, B::MCP, pool.threads())) {
       auto* dst = reinterpret_cast<std::uint32_t*>(detail::thread_scratch(2, detail::bf16_a_scratch_elems(M, K_)));
@@ -246,7 +248,7 @@ class PackedLinear {
       ap = dst;
     }
     parallel_for(pool, panels_b, detail::gemm_chunk_panels(panels_b, pool.threads()), [&](std::ptrdiff_t p0, std::ptrdiff_t p1) {
-      detail::gemm_bf16_panels(x.data(), x.stride(0), M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0), ap);
+      detail::gemm_bf16_panels(x.data(), x.stride(0), M, K_, wb_.data(), N_, p0, p1, bias, y.data(), y.stride(0), ap, k_outer);
     });
   }
 
