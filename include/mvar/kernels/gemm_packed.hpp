@@ -15,6 +15,8 @@
 //     blocks, all row tiles. The chunk's panels are adjacent in the packed layout, so B is read as
 //     one sequential stream from DRAM, with software prefetch 4 KiB ahead in the first row tile;
 //     the KC × NR B micro-panel then stays in L1 for the remaining row tiles.
+//     With many threads and a large A the K-outer variant (gemm_k_outer) runs K blocks outside
+//     the panels instead, so a KC slice of A stays in L2 (same bits).
 //   M > MC rows: K blocks of KC (B micro-panel in L1) × row blocks of MC (A block in L2) × panels.
 // Threads: one contiguous range of output panels per thread (gemm_chunk_panels); each output
 // element is computed by exactly one chunk.

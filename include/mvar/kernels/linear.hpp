@@ -3,7 +3,10 @@
 //
 // Few rows (M ≤ kStreamMaxRows): the weight-streaming kernel of gemm_stream.hpp, bound by reading
 // W once. More rows: the packed GEMM of gemm_packed.hpp (each column chunk packs its W panels and
-// its own copy of A per call). PackedLinear packs W once at load time instead.
+// its own copy of A per call). PackedLinear packs W once at load time instead, in the kernel form
+// (fp32 / bf16 / int8 × AVX2 / AVX-512 / AMX) that the run-time dispatch picks
+// (cpu_dispatch.hpp, gemm_simd.hpp, gemm_bf16.hpp, gemm_int8.hpp, gemm_amx.hpp); linear() uses the
+// build's compile-time arch.
 //
 // Threading: the output columns are split into chunks (streaming: a width that depends only on N;
 // packed: one contiguous range per thread), and each output element is computed by one chunk with
