@@ -15,8 +15,8 @@
 //     blocks, all row tiles. The chunk's panels are adjacent in the packed layout, so B is read as
 //     one sequential stream from DRAM, with software prefetch 4 KiB ahead in the first row tile;
 //     the KC × NR B micro-panel then stays in L1 for the remaining row tiles.
-//     With many threads and a large A the K-outer variant (gemm_k_outer) runs K blocks outside
-//     the panels instead, so a KC slice of A stays in L2 (same bits).
+//     A K-outer variant (gemm_k_outer; off unless forced) runs K blocks outside the panels, so a
+//     KC slice of A stays in L2 (same bits).
 //   M > MC rows: K blocks of KC (B micro-panel in L1) × row blocks of MC (A block in L2) × panels.
 // Threads: one contiguous range of output panels per thread (gemm_chunk_panels); each output
 // element is computed by exactly one chunk.
@@ -299,20 +299,22 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
 }
 
 /// Whether a one-row-block GEMM runs its K blocks outside the output panels (drive_panels'
-/// k_outer). Panel-outer (the default) streams all of packed A (a_bytes) once per output panel;
-/// with few threads that comes from L2/L3 fast enough and B is read strictly sequentially (best at
-/// 2 threads on the project machine, docs/performance_gemm.md). With many threads sharing one L3
-/// it becomes the bound (16-core Xeon: fp32 at 16 threads ran at 28 % of the FMA peak against
-/// 67 % at 2 threads); K-outer keeps one KC slice of A (≤ 588 rows × KC) in L2 across the chunk's
-/// panels and still reads every B micro-panel once. Same bits either way (same k order per output).
-/// gemm_k_outer_override(): −1 automatic, 0 / 1 forced (benchmarks and tests).
+/// k_outer). Panel-outer streams all of packed A (a_bytes) once per output panel and reads B
+/// strictly sequentially (best at 2 threads on the project machine, docs/performance_gemm.md);
+/// K-outer keeps one KC slice of A in L2 across the chunk's panels and still reads every B
+/// micro-panel once. Same bits either way (same k order per output). It was meant for many
+/// threads sharing one L3 (16-core Xeon: fp32 at 16 threads at 28 % of the FMA peak against 67 %
+/// at 2), but an interleaved A/B there showed no difference beyond noise (docs/performance.md),
+/// so the automatic choice is panel-outer; the variant stays for A/B runs on other machines.
+/// gemm_k_outer_override(): −1 automatic, 0 / 1 forced (bench_generate's MVAR_BENCH_KOUTER, tests).
 inline int& gemm_k_outer_override() {
   static int v = -1;
   return v;
 }
 inline bool gemm_k_outer(std::size_t a_bytes, int threads) {
-  if (gemm_k_outer_override() >= 0) return gemm_k_outer_override() == 1;
-  return threads >= 4 && a_bytes > (std::size_t(1) << 20);
+  (void)a_bytes;
+  (void)threads;
+  return gemm_k_outer_override() == 1;
 }
 
 /// Elements of A scratch drive_panels' pack() fills for M rows and Ku k-units.
