@@ -18,6 +18,9 @@
 // The ceiling: the environment variable MVAR_ISA (portable | avx2 | avx512 | amx), read once, or
 // set_isa_limit() (tests, a CLI option). A ceiling above what the CPU offers changes nothing.
 // A layer keeps the form it was packed for (its packed layout depends on it).
+// Side effect: on an AMX CPU the first query asks Linux for the tile-data permission, which
+// enlarges the process's signal frames (by the ~8 KiB of tile state).
+// x86-64 only (GCC or Clang).
 #pragma once
 
 #include <atomic>
