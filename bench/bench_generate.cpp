@@ -1,6 +1,7 @@
 // End-to-end generation of the official 256-px MVAR/VAR-d16 architecture (random weights made
 // in-process, same shapes as the official files): per-scale and total transformer time, the
-// decoder separately, batch 1/4/16 with CFG on (cfg 1.5, top-k 900, top-p 0.96), 2 threads.
+// decoder separately, batch 1/4/16 with CFG on (cfg 1.5, top-k 900, top-p 0.96), 2 threads
+// (MVAR_THREADS=n for another pool size; MVAR_ISA caps the kernel forms, kernels/cpu_dispatch.hpp).
 // Counters: s{k}_seconds per scale (per batch), total_seconds, images_per_s, GFLOP/s, % of the
 // fp32 peak (451 GFLOP/s measured on the reference machine; override with MVAR_PEAK_GFLOPS) and,
 // for bf16 weights, % of the bf16 dot-product peak (840; MVAR_PEAK_BF16_GFLOPS),
@@ -26,6 +27,11 @@ namespace {
 constexpr ModelConfig Cfg = presets::d16;
 using D16 = Transformer<Cfg>;
 
+/// Threads of the pool: MVAR_THREADS (default 2, the project machine's cores).
+int bench_threads() {
+  const char* e = std::getenv("MVAR_THREADS");
+  return e && std::atoi(e) > 0 ? std::atoi(e) : 2;
+}
 double peak_gflops() {
   const char* e = std::getenv("MVAR_PEAK_GFLOPS");
   return e ? std::atof(e) : 451.0;
@@ -80,7 +86,9 @@ void BM_generate(benchmark::State& st) {
   // The generation's own memory: RSS growth from here (weights already resident) to the peak.
   const bool window = reset_peak_resident();
   const long rss0 = process_status_kib("VmRSS");
-  ThreadPool pool(2);
+  ThreadPool pool(bench_threads());
+  // MVAR_BENCH_KOUTER=0/1 forces the GEMM's one-row-block loop order (A/B runs; gemm_packed.hpp).
+  if (const char* e = std::getenv("MVAR_BENCH_KOUTER")) detail::gemm_k_outer_override() = std::atoi(e);
   Trajectory traj(Cfg);
   Sampler<D16, Trajectory> sampler(model, S.quant, traj, pool, batch);
   std::vector<int> labels;
@@ -115,6 +123,8 @@ void BM_generate(benchmark::State& st) {
   st.counters["workspace_MiB"] = double(g.workspace_high_water) / 1048576.0;
   st.counters["kv_MiB"] = double(g.kv_bytes) / 1048576.0;
   st.counters["weights_MiB"] = double(model.weight_bytes()) / 1048576.0;
+  st.counters["threads"] = pool.threads();
+  st.counters["isa"] = double(int(active_isa()));  // 0 portable, 1 avx2, 2 avx512, 3 amx
   st.counters["peak_rss_MiB"] = peak_rss_mib();  // the whole process, random weights made in-process included
   // Beyond the resident weights: workspace, K/V cache, packing scratch, threads, the outputs.
   if (window && rss0 >= 0) st.counters["gen_rss_MiB"] = double(process_status_kib("VmHWM") - rss0) / 1024.0;
@@ -125,7 +135,7 @@ void BM_decode(benchmark::State& st) {
   auto& S = setup();
   static const VqvaeDecoder dec_bf16{S.tv, VaeConfig::official(), {true, Precision::BF16}};
   const VqvaeDecoder& dec = st.range(0) == 1 ? dec_bf16 : S.decoder;
-  ThreadPool pool(2);
+  ThreadPool pool(bench_threads());
   const int P = 16, side = 256;
   Workspace ws(dec.workspace_bytes(P));
   std::vector<float> fhat(std::size_t(32) * P * P, 0.1f), img(std::size_t(3) * side * side);
@@ -144,7 +154,8 @@ void BM_decode(benchmark::State& st) {
 
 BENCHMARK(BM_generate<ScaleMarkov>)->Name("mvar_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_generate<ScaleMarkov, WeightLayout::InPlace>)->Name("mvar_d16_inplace")->Arg(1)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-BENCHMARK(BM_generate<ScaleMarkov, WeightLayout::PackedBF16>)->Name("mvar_d16_bf16")->Arg(1)->Arg(4)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_generate<ScaleMarkov, WeightLayout::PackedBF16>)->Name("mvar_d16_bf16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_generate<ScaleMarkov, WeightLayout::PackedInt8>)->Name("mvar_d16_int8")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_generate<FullPrefix>)->Name("var_d16")->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_decode)->Name("decode_d16")->Arg(0)->Arg(1)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
 

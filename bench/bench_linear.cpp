@@ -35,7 +35,7 @@ constexpr Layer kLayers[] = {{"qkv", 1024, 3072}, {"proj", 1024, 1024}, {"fc1", 
                              {"fc2", 4096, 1024}, {"ada", 1024, 6144},  {"head", 1024, 4096}};
 constexpr int kTokens[] = {1, 4, 9, 16, 25, 36, 64, 100, 169, 256};
 
-enum class Variant { Linear, Packed, PackedBF16, EigenSlabs, Naive };
+enum class Variant { Linear, Packed, PackedBF16, PackedInt8, EigenSlabs, Naive };
 
 struct Problem {
   Index M, K, N;
@@ -54,8 +54,10 @@ struct Problem {
     for (std::size_t c = 0; c < copies; ++c) {
       ws.emplace_back(std::size_t(n * k));  // same values, distinct memory: only the cache state matters
       std::memcpy(ws.back().data(), w0.data(), wbytes);
-      if (v == Variant::Packed || v == Variant::PackedBF16) {
-        packed.emplace_back(w(c), b.data(), v == Variant::Packed ? mvar::Precision::F32 : mvar::Precision::BF16);
+      if (v == Variant::Packed || v == Variant::PackedBF16 || v == Variant::PackedInt8) {
+        packed.emplace_back(w(c), b.data(), v == Variant::Packed       ? mvar::Precision::F32
+                                            : v == Variant::PackedBF16 ? mvar::Precision::BF16
+                                                                       : mvar::Precision::Int8);
         ws.back() = mvar::Buffer<float>();  // only the packed copy is kept
       }
     }
@@ -92,7 +94,8 @@ void run(benchmark::State& st, Variant v, int threads = 2) {
     switch (v) {
       case Variant::Linear: mvar::linear(pool, p.xv(), p.w(c), p.b.data(), p.yv()); break;
       case Variant::Packed:
-      case Variant::PackedBF16: p.packed[c](pool, p.xv(), p.yv()); break;
+      case Variant::PackedBF16:
+      case Variant::PackedInt8: p.packed[c](pool, p.xv(), p.yv()); break;
       case Variant::EigenSlabs: eigen_slabs(pool, p.xv(), p.w(c), p.b.data(), p.yv()); break;
       case Variant::Naive: mvar::ref::linear_naive_f32(p.xv(), p.w(c), p.b.data(), p.yv()); break;
     }
@@ -101,8 +104,8 @@ void run(benchmark::State& st, Variant v, int threads = 2) {
     c = (c + 1) % p.copies();
   }
   const double flop = 2.0 * double(M) * double(L.N) * double(L.K);
-  const double wbytes = double(L.N) * double(L.K) *
-                        (v == Variant::PackedBF16 && !p.packed.empty() && p.packed[0].precision() == mvar::Precision::BF16 ? 2.0 : 4.0);
+  const mvar::Precision prec = p.packed.empty() ? mvar::Precision::F32 : p.packed[0].precision();
+  const double wbytes = double(L.N) * double(L.K) * (prec == mvar::Precision::BF16 ? 2.0 : prec == mvar::Precision::Int8 ? 1.0 : 4.0);
   using C = benchmark::Counter;
   st.counters["FLOP/s"] = C(flop, C::kIsIterationInvariantRate);
   st.counters["pct_peak"] = C(100.0 * flop / (kPeakFlops * threads / 2), C::kIsIterationInvariantRate);
@@ -120,12 +123,14 @@ void all_shapes(benchmark::internal::Benchmark* b) {
 void BM_linear(benchmark::State& st) { run(st, Variant::Linear); }
 void BM_packed(benchmark::State& st) { run(st, Variant::Packed); }
 void BM_packed_bf16(benchmark::State& st) { run(st, Variant::PackedBF16); }
+void BM_packed_int8(benchmark::State& st) { run(st, Variant::PackedInt8); }
 void BM_eigen_slabs(benchmark::State& st) { run(st, Variant::EigenSlabs); }
 void BM_naive(benchmark::State& st) { run(st, Variant::Naive); }
 // One thread, CPU time: per-core efficiency (pct_peak of 225.5 GFLOP/s), robust to a loaded host.
 void BM_linear_1t(benchmark::State& st) { run(st, Variant::Linear, 1); }
 void BM_packed_1t(benchmark::State& st) { run(st, Variant::Packed, 1); }
 void BM_packed_bf16_1t(benchmark::State& st) { run(st, Variant::PackedBF16, 1); }
+void BM_packed_int8_1t(benchmark::State& st) { run(st, Variant::PackedInt8, 1); }
 void BM_eigen_1t(benchmark::State& st) { run(st, Variant::EigenSlabs, 1); }
 
 // A ceiling to compare with: 2 cores of independent register-resident FMAs (what 451 GFLOP/s is).
@@ -200,10 +205,12 @@ BENCHMARK(BM_peak_fma)->UseRealTime();
 BENCHMARK(BM_linear)->Apply(all_shapes)->UseRealTime();
 BENCHMARK(BM_packed)->Apply(all_shapes)->UseRealTime();
 BENCHMARK(BM_packed_bf16)->Apply(all_shapes)->UseRealTime();
+BENCHMARK(BM_packed_int8)->Apply(all_shapes)->UseRealTime();
 BENCHMARK(BM_eigen_slabs)->Apply(all_shapes)->UseRealTime();
 BENCHMARK(BM_linear_1t)->Apply(all_shapes);
 BENCHMARK(BM_packed_1t)->Apply(all_shapes);
 BENCHMARK(BM_packed_bf16_1t)->Apply(all_shapes);
+BENCHMARK(BM_packed_int8_1t)->Apply(all_shapes);
 BENCHMARK(BM_eigen_1t)->Apply(all_shapes);
 BENCHMARK(BM_naive)->Args({1, 1})->Args({1, 16})->Args({1, 64});  // one thread, CPU time
 

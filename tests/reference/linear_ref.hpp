@@ -47,4 +47,28 @@ inline void linear_naive_f32(TensorView<const float, 2> x, TensorView<const floa
   }
 }
 
+// fp32 error budget. Any summation order of the K products and the bias (K + 1 terms, FMA or
+// not) is within γ_{K+1} · Σ|terms| of the exact sum, γ_n = n·u / (1 − n·u), u = 2⁻²⁴ (Higham,
+// "Accuracy and Stability of Numerical Algorithms", §3.1). The bound is rigorous, so it never
+// fails a correct kernel; a wrong kernel (a dropped, duplicated or misplaced product) errs by
+// about Σ|terms| / K, which is larger than γ_{K+1} · Σ|terms| for every K tested (≤ 1031:
+// 1/K ≥ 9.7e-4 vs γ ≤ 6.2e-5).
+inline constexpr double kUnitRoundoff = 0x1p-24;
+inline double fp32_bound(std::ptrdiff_t K, double abs_sum) {
+  const double n = double(K + 1);
+  return n * kUnitRoundoff / (1 - n * kUnitRoundoff) * abs_sum;
+}
+
+// bf16 budget (PackedLinear, Precision::BF16): x and w are each rounded to bf16 (8 significant
+// bits, round to nearest even: relative error ≤ u_bf16 = 2⁻⁸), so each product is off by
+// ≤ ((1 + u_bf16)² − 1)·|x·w|; the products (exact in fp32: 8 × 8 significant bits) are then
+// summed in fp32 (γ_{K+1} as above, on magnitudes ≤ (1 + u_bf16)²·|x·w|). Rigorous again; a
+// dropped product errs by ~Σ|terms|/K, above this budget (≈ 7.8e-3) only for K < 128 — so the
+// sharp bf16 shapes keep K ≤ 64; the d16 shapes (K = 1024, 4096) check the bound only.
+inline constexpr double kBf16Roundoff = 0x1p-8;
+inline double bf16_bound(std::ptrdiff_t K, double abs_sum) {
+  const double g = (1 + kBf16Roundoff) * (1 + kBf16Roundoff);
+  return (g - 1) * abs_sum + fp32_bound(K, g * abs_sum);
+}
+
 }  // namespace mvar::ref

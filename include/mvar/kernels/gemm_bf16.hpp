@@ -11,22 +11,26 @@
 // Rounding: fp32 → bf16 round-to-nearest-even (bf16_round); the summation order over k is fixed
 // (k-pairs in order, KC blocks continued through y), so results do not depend on threads.
 //
-// Everything here exists only when the compiler targets AVX512-BF16 (__AVX512BF16__); otherwise
-// PackedLinear falls back to fp32.
+// The kernels are compiled for AVX-512 + AVX512-BF16 by target attributes, whatever -march says,
+// and must only run where cpu_features().avx512_bf16 (PackedLinear checks, cpu_dispatch.hpp).
+// MVAR_HAS_BF16_GEMM is defined when the build's own flags include AVX512-BF16: the Winograd
+// convolution's bf16 form (decided at compile time) uses that.
 #pragma once
 
-#include <cstdint>
-#include <cstring>
-
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
+#include "mvar/kernels/cpu_dispatch.hpp"
 #include "mvar/kernels/gemm_packed.hpp"
+#include "mvar/kernels/gemm_simd.hpp"
 
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
 #define MVAR_HAS_BF16_GEMM 1
+#endif
 
 namespace mvar::detail {
 
@@ -45,10 +49,11 @@ struct Bf16Tile {
   static constexpr std::ptrdiff_t MCP = 42;   // micro-panels per A block: 588 rows × 128 pairs × 4 B ≈ 294 KiB
 };
 
-/// Packs all of K of output panel p (W rows [32p, 32p + 32) ∩ [0, N)) — Kp = ⌈K/2⌉ pairs.
+/// Packs all of K of output panel p (W rows [32p, 32p + 32) ∩ [0, N)) — Kp = ⌈K/2⌉ pairs, or
+/// kp_stride ≥ ⌈K/2⌉ pairs with zero pairs at the end (the AMX form reads 16 pairs at a time).
 inline void pack_b_bf16_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t N, std::ptrdiff_t K,
-                              std::ptrdiff_t p, std::uint16_t* dst) {
-  const std::ptrdiff_t Kp = (K + 1) / 2;
+                              std::ptrdiff_t p, std::uint16_t* dst, std::ptrdiff_t kp_stride = 0) {
+  const std::ptrdiff_t Kp = kp_stride > 0 ? kp_stride : (K + 1) / 2;
   for (std::ptrdiff_t q = 0; q < Kp; ++q)
     for (int v = 0; v < 2; ++v)
       for (int jj = 0; jj < 16; ++jj)
@@ -60,7 +65,7 @@ inline void pack_b_bf16_panel(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t
 
 /// Sixteen fp32 lanes rounded as bf16_round does (nearest even; a NaN stays a quiet NaN), the
 /// bf16 in the high half of each 32-bit lane.
-inline __m512i bf16_round_hi16(__m512 x) {
+MVAR_TARGET_AVX512 inline __m512i bf16_round_hi16(__m512 x) {
   const __m512i u = _mm512_castps_si512(x);
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
                                                 _mm512_set1_epi32(0x7f800000));
@@ -70,7 +75,7 @@ inline __m512i bf16_round_hi16(__m512 x) {
 }
 
 /// The 16 bf16 pairs of 32 consecutive floats: lane j = bf16(p[2j]) | bf16(p[2j + 1]) << 16.
-inline __m512i bf16_pairs16(const float* p) {
+MVAR_TARGET_AVX512 inline __m512i bf16_pairs16(const float* p) {
   // The high 16-bit word of each of the 32 rounded lanes, in order: words 1, 3, …, 63 of (r0, r1).
   alignas(64) static constexpr std::uint16_t kOddWords[32] = {1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21,
                                                              23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43,
@@ -82,7 +87,7 @@ inline __m512i bf16_pairs16(const float* p) {
 /// Packs rows of x (M rows, K columns) into 14-row micro-panels [i0, i1) of bf16 pairs, k-pairs
 /// [q0, q0 + kcp): panel i goes to dst + (i − i0)·kcp·MR (zero-padded rows and k). Blocks of 16
 /// pairs are rounded and transposed in registers; a block reaching past K goes pair by pair.
-inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, std::ptrdiff_t i0,
+MVAR_TARGET_AVX512 inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K, std::ptrdiff_t i0,
                         std::ptrdiff_t i1, std::ptrdiff_t q0, std::ptrdiff_t kcp, std::uint32_t* dst) {
   constexpr int MR = Bf16Tile::MR;
   static_assert(MR <= 16);
@@ -95,7 +100,7 @@ inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
       __m512i blk[16];
       for (int r = 0; r < 16; ++r)
         blk[r] = r < rows ? bf16_pairs16(x + (i * MR + r) * ldx + 2 * (q0 + qb)) : _mm512_setzero_si512();
-      transpose16_store(blk, MR, d + qb * MR, MR);
+      transpose16_store_rt(blk, MR, d + qb * MR, MR);
     }
     for (int r = 0; r < MR; ++r) {
       const std::ptrdiff_t m = i * MR + r;
@@ -119,7 +124,7 @@ inline void pack_a_bf16(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
 /// at b + q·32·NV); c: row stride ldc. Prefetch: also prefetch the B stream kBPrefetchBytes ahead
 /// (the first row tile of a panel). NV = 2 for the dense layers, 3 for the Winograd GEMMs.
 template <int MR, int Rows, int NV, bool Prefetch = false>
-inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict a,
+MVAR_TARGET_AVX512 inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict a,
                             const std::uint16_t* __restrict b, float* __restrict c, std::ptrdiff_t ldc,
                             bool load_c, const float* bias) {
   __m512 acc[Rows][NV];
@@ -159,7 +164,7 @@ inline void gemm_bf16_micro(std::ptrdiff_t kcp, const std::uint32_t* __restrict 
 }
 
 template <int Rows>
-inline void gemm_bf16_micro_rows(int rows, std::ptrdiff_t kcp, const std::uint32_t* a, const std::uint16_t* b,
+MVAR_TARGET_AVX512 inline void gemm_bf16_micro_rows(int rows, std::ptrdiff_t kcp, const std::uint32_t* a, const std::uint16_t* b,
                                  float* c, std::ptrdiff_t ldc, bool load_c, const float* bias, bool prefetch) {
   if constexpr (Rows > 1) {
     if (rows < Rows) return gemm_bf16_micro_rows<Rows - 1>(rows, kcp, a, b, c, ldc, load_c, bias, prefetch);
@@ -180,7 +185,8 @@ inline std::size_t bf16_a_scratch_elems(std::ptrdiff_t M, std::ptrdiff_t K) {
 /// into the calling thread's scratch) and packed B (bf16 panels); loop order as drive_panels.
 inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, std::ptrdiff_t K,
                              const std::uint16_t* bp, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
-                             const float* bias, float* y, std::ptrdiff_t ldy, const std::uint32_t* a_packed = nullptr) {
+                             const float* bias, float* y, std::ptrdiff_t ldy, const std::uint32_t* a_packed = nullptr,
+                             bool k_outer = false) {
   constexpr int MR = Bf16Tile::MR, NR = Bf16Tile::NR;
   const std::ptrdiff_t Kp = (K + 1) / 2;
   // The u32 pairs live in the fp32 scratch slot (same element size).
@@ -195,9 +201,9 @@ inline void gemm_bf16_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t 
       [&](int rows, std::ptrdiff_t a_off, std::ptrdiff_t p, std::ptrdiff_t q0, std::ptrdiff_t kcp, float* c,
           std::ptrdiff_t ldc, bool load_c, const float* bb, bool prefetch) {
         gemm_bf16_micro_rows<MR>(rows, kcp, ap + a_off, bp + (p * Kp + q0) * 2 * NR, c, ldc, load_c, bb, prefetch);
-      });
+      },
+      k_outer);
 }
 
 }  // namespace mvar::detail
 
-#endif  // __AVX512BF16__ && __AVX512F__

@@ -15,6 +15,8 @@
 //     blocks, all row tiles. The chunk's panels are adjacent in the packed layout, so B is read as
 //     one sequential stream from DRAM, with software prefetch 4 KiB ahead in the first row tile;
 //     the KC × NR B micro-panel then stays in L1 for the remaining row tiles.
+//     A K-outer variant (gemm_k_outer; off unless forced) runs K blocks outside the panels, so a
+//     KC slice of A stays in L2 (same bits).
 //   M > MC rows: K blocks of KC (B micro-panel in L1) × row blocks of MC (A block in L2) × panels.
 // Threads: one contiguous range of output panels per thread (gemm_chunk_panels); each output
 // element is computed by exactly one chunk.
@@ -250,7 +252,8 @@ inline void touch_rows(const float* w, std::ptrdiff_t ldw, std::ptrdiff_t n0, st
 /// The right-edge panel (< NR valid columns) goes through a full-width tile on the stack.
 template <int MR, int NR, std::ptrdiff_t KC, std::ptrdiff_t MCP, class Pack, class Kernel>
 inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, std::ptrdiff_t p0, std::ptrdiff_t p1,
-                         const float* bias, float* y, std::ptrdiff_t ldy, Pack&& pack, Kernel&& kernel) {
+                         const float* bias, float* y, std::ptrdiff_t ldy, Pack&& pack, Kernel&& kernel,
+                         bool k_outer = false) {
   const std::ptrdiff_t panels_a = (M + MR - 1) / MR;
   alignas(64) float tmp[MR * NR];
   alignas(64) float bias_pad[NR];
@@ -269,6 +272,14 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
   };
   if (panels_a <= MCP) {  // one row block: panel-outer, B streamed sequentially
     pack(0, panels_a, 0, Ku);
+    if (k_outer) {  // K blocks outside the panels: a KC slice of A stays in L2 (gemm_k_outer)
+      for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
+        const std::ptrdiff_t kc = std::min(KC, Ku - k0);
+        for (std::ptrdiff_t p = p0; p < p1; ++p)
+          for (std::ptrdiff_t i = 0; i < panels_a; ++i) tile(i, (i * Ku + k0) * MR, p, k0, kc, i == 0);
+      }
+      return;
+    }
     for (std::ptrdiff_t p = p0; p < p1; ++p)
       for (std::ptrdiff_t k0 = 0; k0 < Ku; k0 += KC) {
         const std::ptrdiff_t kc = std::min(KC, Ku - k0);
@@ -285,6 +296,25 @@ inline void drive_panels(std::ptrdiff_t M, std::ptrdiff_t Ku, std::ptrdiff_t N, 
         for (std::ptrdiff_t i = ic; i < ie; ++i) tile(i, (i - ic) * kc * MR, p, k0, kc, false);
     }
   }
+}
+
+/// Whether a one-row-block GEMM runs its K blocks outside the output panels (drive_panels'
+/// k_outer). Panel-outer streams all of packed A (a_bytes) once per output panel and reads B
+/// strictly sequentially (best at 2 threads on the project machine, docs/performance_gemm.md);
+/// K-outer keeps one KC slice of A in L2 across the chunk's panels and still reads every B
+/// micro-panel once. Same bits either way (same k order per output). It was meant for many
+/// threads sharing one L3 (16-core Xeon: fp32 at 16 threads at 28 % of the FMA peak against 67 %
+/// at 2), but an interleaved A/B there showed no difference beyond noise (docs/performance.md),
+/// so the automatic choice is panel-outer; the variant stays for A/B runs on other machines.
+/// gemm_k_outer_override(): −1 automatic, 0 / 1 forced (bench_generate's MVAR_BENCH_KOUTER, tests).
+inline int& gemm_k_outer_override() {
+  static int v = -1;
+  return v;
+}
+inline bool gemm_k_outer(std::size_t a_bytes, int threads) {
+  (void)a_bytes;
+  (void)threads;
+  return gemm_k_outer_override() == 1;
 }
 
 /// Elements of A scratch drive_panels' pack() fills for M rows and Ku k-units.

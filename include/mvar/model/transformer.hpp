@@ -34,10 +34,13 @@
 namespace mvar {
 
 /// Where the transformer's token-wise weights live (see the Transformer constructor).
-enum class WeightLayout { InPlace, PackedF32, PackedBF16 };
+enum class WeightLayout { InPlace, PackedF32, PackedBF16, PackedInt8 };
 
 inline const char* layout_name(WeightLayout l) {
-  return l == WeightLayout::InPlace ? "fp32 in place" : l == WeightLayout::PackedF32 ? "fp32 packed" : "bf16 packed";
+  return l == WeightLayout::InPlace     ? "fp32 in place"
+         : l == WeightLayout::PackedF32  ? "fp32 packed"
+         : l == WeightLayout::PackedBF16 ? "bf16 packed"
+                                         : "int8 packed";
 }
 
 /// What a block hands to the attention policy: q̂, k̂, v of the step's tokens inside qkv
@@ -106,12 +109,16 @@ class Transformer {
   /// token-wise layers (qkv, proj, fc1, fc2, head — two thirds of d16's weights, nearly all of its
   /// FLOPs) once into GEMM panels — PackedF32, or PackedBF16 for AVX512-BF16 dot products with
   /// fp32 accumulation (packed fp32 where the build lacks AVX512-BF16), which packs the AdaLN
-  /// projections (the other third) as bf16 too — and release the mapped source pages, so the
-  /// resident set holds one copy.
+  /// projections (the other third) as bf16 too — or PackedInt8 (int8 weights with per-output
+  /// scales, activations quantised per row; kernels/gemm_int8.hpp), which packs the AdaLN
+  /// projections as int8 too — and release the mapped source pages, so the resident set holds one
+  /// copy. The kernel form (AVX2 / AVX-512 / AMX) is chosen at packing time (cpu_dispatch.hpp).
   explicit Transformer(const TensorStore& st, WeightLayout layout = WeightLayout::InPlace)
       : w_(bind_transformer_weights(st, Cfg)) {
     if (layout == WeightLayout::InPlace) return;
-    const Precision p = layout == WeightLayout::PackedBF16 ? Precision::BF16 : Precision::F32;
+    const Precision p = layout == WeightLayout::PackedBF16 ? Precision::BF16
+                        : layout == WeightLayout::PackedInt8 ? Precision::Int8
+                                                             : Precision::F32;
     // Packs one layer into `into`: the packers read 32 rows at a time, so the file pages are
     // faulted in at once first, and released after (the packed copy replaces them).
     auto pack_into = [&](std::vector<PackedLinear>& into, const LinearWeights& l, const std::string& name) {
@@ -130,11 +137,13 @@ class Transformer {
       pack(b.fc2, pre + "ffn.fc2");
     }
     pack(w_.head, "head");
-    layout_ = packed_.front().precision() == Precision::BF16 ? WeightLayout::PackedBF16 : WeightLayout::PackedF32;
-    if (layout_ == WeightLayout::PackedBF16) {
+    const Precision got = packed_.front().precision();
+    layout_ = got == Precision::BF16 ? WeightLayout::PackedBF16 : got == Precision::Int8 ? WeightLayout::PackedInt8 : WeightLayout::PackedF32;
+    if (layout_ != WeightLayout::PackedF32) {
       // The AdaLN projections (a third of d16's weights, run once per generation on ≤ 2·batch
-      // rows) are bf16 too: half their memory. (In fp32 they stay in place: packing would copy
-      // them for no speed.) Order: the blocks' (or the one shared projection), then the head's.
+      // rows) are bf16 / int8 too: half / a quarter of their memory. (In fp32 they stay in place:
+      // packing would copy them for no speed.) Order: the blocks' (or the one shared projection),
+      // then the head's.
       if constexpr (Cfg.shared_aln)
         pack_into(packed_ada_, w_.shared_ada, "shared_ada_lin.1");
       else
@@ -309,7 +318,7 @@ class Transformer {
 
   TransformerWeights w_;
   std::vector<PackedLinear> packed_;
-  std::vector<PackedLinear> packed_ada_;  // PackedBF16 only: blocks' AdaLN, then the head's
+  std::vector<PackedLinear> packed_ada_;  // PackedBF16 / PackedInt8: blocks' AdaLN, then the head's
   WeightLayout layout_ = WeightLayout::InPlace;
 };
 
