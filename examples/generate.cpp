@@ -52,7 +52,8 @@ cli::Args make_args() {
       {"top-k", "N", "keep the N most likely tokens (0 = off, 1 = greedy)", "model's recommendation"},
       {"top-p", "X", "nucleus sampling mass in (0, 1] (1 = off)", "model's recommendation"},
       {"more-smooth", "", "official more_smooth: f̂ gets the Gumbel-softmax mix of codebook entries instead of the drawn token's (visual quality; not with --top-k 1)", "off"},
-      {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16, AVX512-BF16 dot products, fp32 accumulation; also the decoder's Winograd products)", "packed"},
+      {"weights", "LAYOUT", "transformer weights: inplace (fp32, zero copy), packed (fp32 GEMM panels, faster), bf16 (packed bf16: AMX or AVX512-BF16 dot products, fp32 accumulation; also the decoder's Winograd products where AMX is absent), int8 (per-output-channel scales, activations quantised per row: AMX-INT8, AVX512-VNNI or AVX2)", "packed"},
+      {"isa", "LEVEL", "cap the run-time kernel choice: portable, avx2, avx512 or amx (also MVAR_ISA)", "the best this CPU has"},
       {"conv", "ALGO", "decoder 3×3 convolutions: winograd (F(4×4,3×3) on layers of ≤ 160 channels at ≥ 64 px, F(2×2,3×3) elsewhere), winograd2 (F(2×2) everywhere: less memory) or direct (exact fp32 order)", "winograd"},
       {"threads", "N", concat("worker threads (1 to ", kMaxThreads, ")"), "hardware threads"},
       {"output", "PATH", "output PNG: one grid of the batch, or PATH_000.png, PATH_001.png, ... with --separate", "mvar_out.png"},
@@ -97,8 +98,16 @@ Request parse_request(const cli::Args& args) {
   auto& p = q.pipeline;
   const std::string mode = args.choice("mode", "auto", {"auto", "mvar", "var"});
   if (mode != "auto") p.mode = mode == "var" ? mvar::Mode::Var : mvar::Mode::Mvar;
-  const std::string weights = args.choice("weights", "packed", {"inplace", "packed", "bf16"});
-  p.layout = weights == "bf16" ? mvar::WeightLayout::PackedBF16 : weights == "inplace" ? mvar::WeightLayout::InPlace : mvar::WeightLayout::PackedF32;
+  const std::string weights = args.choice("weights", "packed", {"inplace", "packed", "bf16", "int8"});
+  p.layout = weights == "bf16"      ? mvar::WeightLayout::PackedBF16
+             : weights == "int8"    ? mvar::WeightLayout::PackedInt8
+             : weights == "inplace" ? mvar::WeightLayout::InPlace
+                                    : mvar::WeightLayout::PackedF32;
+  if (args.has("isa")) {
+    const auto isa = mvar::parse_isa(args.str("isa"));
+    if (!isa) throw UsageError(concat("--isa must be 'portable', 'avx2', 'avx512' or 'amx', got '", args.str("isa"), "'"));
+    mvar::set_isa_limit(*isa);
+  }
   const std::string conv = args.choice("conv", "winograd", {"winograd", "winograd2", "direct"});
   p.winograd = conv != "direct";
   p.large_tiles = conv == "winograd";

@@ -36,6 +36,7 @@
 #include "mvar/core/workspace.hpp"
 #include "mvar/io/checkpoint.hpp"
 #include "mvar/io/tensor_store.hpp"
+#include "mvar/kernels/cpu_dispatch.hpp"
 #include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/vqvae.hpp"
@@ -320,10 +321,12 @@ class Pipeline {
     for (int s = 0; s < preset_.arch.num_scales(); ++s) pn.push_back(preset_.arch.patch_nums[s]);
     return VectorQuantizer(vae_, pn, preset_.arch.cvae, preset_.arch.vocab, preset_.vae.n_phi, preset_.vae.quant_resi);
   }
-  /// bf16 weights also give the decoder's Winograd layers bf16 products.
+  /// bf16 weights also give the decoder's Winograd layers bf16 products — except on AMX CPUs,
+  /// where those (AVX512-BF16) products are slower than fp32 (docs/performance.md).
   VqvaeDecoder make_decoder() const {
+    const bool bf16 = opts_.layout == WeightLayout::PackedBF16 && !cpu_features().amx;
     return VqvaeDecoder(vae_, preset_.vae,
-                        VqvaeDecoder::Options{opts_.winograd, opts_.layout == WeightLayout::PackedBF16 ? Precision::BF16 : Precision::F32,
+                        VqvaeDecoder::Options{opts_.winograd, bf16 ? Precision::BF16 : Precision::F32,
                                               opts_.large_tiles, info_.latent_side});
   }
 
