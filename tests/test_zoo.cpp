@@ -132,7 +132,7 @@ void check_saln_trace(WeightLayout layout, double tol) {
   Workspace ws(Saln::conditioning_bytes(R) + Saln::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
                Workspace::round(4ul * R * pn.max_tokens() * (Saln::C + Saln::V)) + 4096);
   auto cond = model.condition(pool, labels, ws);
-  traj.begin(R);
+  traj.reserve(R);
   for (int s = 0; s < pn.size(); ++s) {
     CAPTURE(s);
     const int n = pn.tokens(s);
