@@ -310,7 +310,10 @@ inline nlohmann::json read_settings(const NpzReader& r) {
     auto j = nlohmann::json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
     if (!j.is_object() || j.value("format", "") != "mvar-evaluation-1" || !j.contains("images") || !j["images"].is_object() ||
         !j["images"].contains("begin") || !j["images"].contains("end") || !j["images"].contains("total") ||
-        !j.contains("image") || !j["image"].contains("side"))
+        !j.contains("image") || !j["image"].contains("side") || !j["image"]["side"].is_number_unsigned() ||
+        !j.contains("plan") || !j["plan"].contains("label_crc32") || !j["plan"]["label_crc32"].is_number_unsigned() ||
+        !j["images"]["begin"].is_number_unsigned() || !j["images"]["end"].is_number_unsigned() ||
+        !j["images"]["total"].is_number_unsigned())
       throw Error("");
     return j;
   } catch (const std::exception&) {
@@ -340,12 +343,14 @@ inline bool existing_output_matches(const std::string& path, const nlohmann::jso
 inline nlohmann::json evaluation_settings(const EvaluationPlan& plan, const RunIdentity& identity, int side, IndexRange range) {
   nlohmann::json id = nlohmann::json::object();
   for (const auto& [k, v] : identity) id[k] = v;
+  nlohmann::json p = plan.description();
+  p["label_count"] = plan.size();
+  p["label_crc32"] = detail::labels_crc32(plan.labels());  // of the labels as int64 little-endian (arr_1)
   return nlohmann::json{
       {"format", "mvar-evaluation-1"},
       {"identity", id},
       {"image", {{"side", side}, {"channels", 3}, {"layout", "arr_0: uint8 [N, side, side, 3] (HWC); arr_1: int64 labels [N]"}}},
-      {"plan", plan.description()},
-      {"labels", {{"count", plan.size()}, {"crc32_int64le", detail::labels_crc32(plan.labels())}}},
+      {"plan", p},
       {"streams", "image (class c, sample j) uses RNG stream c * 2^32 + j"},
       {"images", {{"begin", range.begin}, {"end", range.end}, {"total", plan.size()}}},
   };
@@ -396,7 +401,7 @@ inline EvaluationResult run_evaluation(const EvaluationPlan& plan, const RunIden
       throw Error(concat(journal, ": not an mvar evaluation journal (or damaged); remove it and ", partial, " to start over"));
     }
     if (j["settings"] != settings)
-      throw Error(concat(journal, ": an unfinished run with other settings (", settings_difference(settings, j["settings"], journal),
+      throw Error(concat(journal, ": an unfinished run with other settings (", detail::settings_difference(settings, j["settings"], journal),
                          ") — finish it with its own command, or remove ", journal, " and ", partial, " to start this one"));
     done = j["images_done"].get<std::uint64_t>();
     if (done > range.size()) throw Error(concat(journal, ": records ", done, " finished images of a range of ", range.size()));
@@ -543,7 +548,7 @@ inline bool merge_evaluation(std::span<const std::string> inputs, const std::str
     ins[i].r->verify_crc("arr_1.npy");
     labels_crc = crc32_update(labels_crc, ins[i].r->array("arr_1").data);
   }
-  if (labels_crc != ref["labels"]["crc32_int64le"].get<std::uint32_t>())
+  if (labels_crc != ref["plan"]["label_crc32"].get<std::uint32_t>())
     throw Error(concat("--merge: the shards' labels are not the labels of the run their settings describe"));
 
   NpzWriter w(output, concat(output, ".tmp.", ::getpid()), NpzWriter::Options{force_zip64, true});
