@@ -220,3 +220,17 @@ TEST_CASE("npz reader: truncation and corruption are refused", "[io][npz][reliab
   const NpzReader r(scratch("flip.npz"));
   CHECK_THROWS_WITH(r.verify_crc("arr_0.npy"), Catch::Contains("member 'arr_0.npy' is corrupt"));
 }
+
+TEST_CASE("npz: a temporary being written is locked against a second writer", "[io][npz][reliability]") {
+  const std::string p = scratch("locked.npz");
+  NpzWriter first(p, p + ".partial", NpzWriter::Options{false, false});
+  first.begin_array("arr_0", NpyHeader{"|u1", {4}});
+  first.write(pattern(2, 1));
+  CHECK_THROWS_WITH(NpzWriter::resume(p, p + ".partial", "arr_0.npy", NpyHeader{"|u1", {4}}, NpzWriter::Progress{2}),
+                    Catch::Contains("another process is writing this file"));
+  CHECK_THROWS_WITH(NpzWriter(p, p + ".partial"), Catch::Contains("another process is writing this file"));
+  first.write(pattern(2, 1));  // untouched by the refused writers
+  first.end_array();
+  first.commit();
+  CHECK(NpzReader(p).array("arr_0").data.size() == 4);
+}

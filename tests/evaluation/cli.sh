@@ -68,6 +68,7 @@ else
 fi
 "$exe" --per-class 8 --classes 0-9 --threads 1 --quiet --batch 2 --npz kill.npz
 cmp ref80.npz kill.npz || fail "the run resumed after SIGKILL differs"
+ls kill.npz.* 2>/dev/null && fail "files of the killed run left behind"
 echo "stopped and killed runs resume to identical bytes"
 
 expect_error "a shard is missing" "$exe" --merge-files sh.shard-00000-of-00002.npz --npz bad.npz

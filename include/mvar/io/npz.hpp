@@ -42,6 +42,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -396,9 +397,19 @@ class NpzWriter {
     open_temp(0);
   }
 
+  // The temporary is locked (flock) before anything in it changes: a second writer of the same
+  // temporary — the same command started twice, a requeued job beside the old one — is refused.
   void open_temp(int flags) {
-    fd_ = ::open(temp_.c_str(), O_RDWR | O_CLOEXEC | flags, 0644);
+    fd_ = ::open(temp_.c_str(), O_RDWR | O_CLOEXEC | (flags & ~O_TRUNC), 0644);
     if (fd_ < 0) throw Error(concat(temp_, ": cannot open for writing: ", std::strerror(errno)));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      ::close(fd_);
+      fd_ = -1;
+      throw Error(e == EWOULDBLOCK ? concat(temp_, ": another process is writing this file (the same run started twice?)")
+                                   : concat(temp_, ": cannot lock: ", std::strerror(e)));
+    }
+    if ((flags & O_TRUNC) && ::ftruncate(fd_, 0) != 0) throw io_error("cannot truncate", errno);
   }
 
   Error io_error(const char* what, int e) const { return Error(concat(temp_, ": ", what, ": ", std::strerror(e ? e : EIO))); }
@@ -477,8 +488,10 @@ class NpzReader {
  public:
   explicit NpzReader(const std::string& path)
       : file_(std::make_unique<MappedFile>(path)), zip_(std::span(file_->data(), file_->size()), path) {}
+  /// Reads an archive already in memory (`bytes` must outlive the reader); `source` names it.
+  NpzReader(std::span<const std::byte> bytes, std::string source) : zip_(bytes, std::move(source)) {}
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return zip_.source(); }
   const ZipArchive& zip() const { return zip_; }
   bool has(std::string_view member) const { return zip_.find(member) != nullptr; }
 

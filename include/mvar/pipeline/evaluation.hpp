@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -321,6 +322,21 @@ inline nlohmann::json read_settings(const NpzReader& r) {
   }
 }
 
+/// Removes `path`.tmp.<pid> files that a process killed inside atomic_write() left behind.
+inline void remove_stale_temporaries(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const std::string prefix = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+        name.find_first_not_of("0123456789", prefix.size()) == std::string::npos)
+      fs::remove(e.path(), ec);
+  }
+}
+
 /// An existing output: the same run → true (nothing to do); anything else → Error, never replaced.
 inline bool existing_output_matches(const std::string& path, const nlohmann::json& settings) {
   if (!path_exists(path)) return false;
@@ -404,6 +420,7 @@ inline EvaluationResult run_evaluation(const EvaluationPlan& plan, const RunIden
       throw Error(concat(journal, ": an unfinished run with other settings (", detail::settings_difference(settings, j["settings"], journal),
                          ") — finish it with its own command, or remove ", journal, " and ", partial, " to start this one"));
     done = j["images_done"].get<std::uint64_t>();
+    detail::remove_stale_temporaries(journal);
     if (done > range.size()) throw Error(concat(journal, ": records ", done, " finished images of a range of ", range.size()));
     try {
       writer.emplace(NpzWriter::resume(o.npz, partial, "arr_0.npy", arr0, NpzWriter::Progress{done * img}, wopts));
