@@ -10,6 +10,8 @@
 // The same source builds `evaluate_mpi` with MVAR_EVALUATE_MPI: rank r of n runs shard r/n with
 // (cores on its host) / (ranks on its host) threads, then rank 0 merges after all ranks succeeded.
 // Exit codes: 0 done, 1 runtime error, 2 bad command line, 3 stopped by --stop-after (resumable).
+#include <sched.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -60,7 +62,7 @@ cli::Args make_args() {
       {"top-k", "N", "top-k (0 = off)", "model's recommendation"},
       {"top-p", "X", "top-p in (0, 1]", "model's recommendation"},
       {"seed", "N", "random seed", "0"},
-      {"threads", "N", "worker threads", "hardware threads (MPI: per host, divided among its ranks)"},
+      {"threads", "N", "worker threads", "the cores this process may use if a launcher restricted them, else the host's cores / its MPI ranks"},
       {"keep-shards", "", "MPI: keep the per-rank shard files after the merge", ""},
       {"stop-after", "N", "testing: stop (resumably, exit 3) once N or more images of this run are done", ""},
       {"quiet", "", "no progress lines", ""},
@@ -87,6 +89,20 @@ std::vector<std::string> split_commas(const std::string& s) {
     p = c + 1;
   }
   return out;
+}
+
+// Default threads: the cores this process may run on when a launcher restricted them (mpirun
+// --map-by …:PE=k, taskset, a batch system's cgroup cpuset), else the host's cores divided among
+// the ranks on this host.
+int default_threads(int local_ranks) {
+  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int allowed = CPU_COUNT(&set);
+    if (allowed >= 1 && allowed < hw) return allowed;
+  }
+  return std::max(1, hw / std::max(1, local_ranks));
 }
 
 struct Context {
@@ -144,8 +160,7 @@ int run(const cli::Args& args, const Context& ctx) {
   if (args.has("top-k")) mr.top_k = args.integer<int>("top-k", 0);
   if (args.has("top-p")) mr.top_p = float(args.number("top-p", 0));
   mr.seed = args.integer<std::uint64_t>("seed", 0);
-  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
-  mr.threads = args.integer<int>("threads", std::max(1, hw / std::max(1, ctx.local_ranks)));
+  mr.threads = args.integer<int>("threads", default_threads(ctx.local_ranks));
   if (mr.threads < 1 || mr.threads > 1024) throw cli::UsageError(concat("--threads must be in [1, 1024], got ", mr.threads));
   const int batch = args.integer<int>("batch", 16);
   if (batch < 1 || batch > 4096) throw cli::UsageError(concat("--batch must be in [1, 4096], got ", batch));
