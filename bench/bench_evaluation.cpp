@@ -57,12 +57,34 @@ void run(benchmark::State& st, const ImageSource& source, int side, int images, 
   st.counters["side"] = side;
 }
 
+// MVAR-d16 through the same preset engine and decoder the Pipeline's ImageStream uses, on random
+// in-memory weights (the Pipeline opens files).
+struct RandomD16 {
+  TensorStore tw = test::random_transformer(presets::d16, 1);
+  TensorStore tv = ref::random_vae_store(VaeConfig::official(), 2);
+  ThreadPool pool{bench_threads()};
+  VectorQuantizer quant{tv, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, 32, 4096};
+  VqvaeDecoder decoder{tv, VaeConfig::official()};
+  std::unique_ptr<SamplingEngine> engine =
+      builtin_presets().find("d16")->make_engine({tw, quant, Mode::Mvar, WeightLayout::PackedF32, pool, 16});
+  Workspace ws{decoder.workspace_bytes(16)};
+  Buffer<float> img{std::size_t(3) * 256 * 256};
+  void draw(std::span<const int> labels, std::uint64_t first, std::span<std::uint8_t> out) {
+    SampleOptions o;  // cfg 1.5, top-k 900, top-p 0.96 (bench_generate's settings)
+    o.first_index = first;
+    const Generation g = engine->generate(labels, o);
+    const std::size_t one = std::size_t(256) * 256 * 3;
+    for (std::size_t b = 0; b < labels.size(); ++b) {
+      decoder.decode(pool, g.image_fhat(int(b)), TensorView<float, 3>(img.data(), {3, 256, 256}), ws);
+      to_rgb8(TensorView<const float, 3>(img.data(), {3, 256, 256}), out.subspan(b * one, one));
+    }
+  }
+};
+
 void BM_evaluation_d16(benchmark::State& st) {
-  using Src = evaluation_cli::ModelSource<presets::d16, ScaleMarkov>;
-  static auto src = std::make_shared<Src>(test::random_transformer(presets::d16, 1), ref::random_vae_store(VaeConfig::official(), 2),
-                                          VaeConfig::official(), WeightLayout::PackedF32, SampleOptions{}, bench_threads(), 16);
+  static auto src = std::make_shared<RandomD16>();
   const ImageSource source = [](std::span<const int> l, std::uint64_t f, std::span<std::uint8_t> o) { src->draw(l, f, o); };
-  run(st, source, src->side, 16, "d16");
+  run(st, source, 256, 16, "d16");
 }
 
 void BM_evaluation_default_model(benchmark::State& st) {

@@ -55,8 +55,8 @@ cli::Args make_args() {
       {"batch", "N", "images per sampler call (throughput only; the bytes never change)", "16"},
       {"transformer", "FILE", "transformer weights (.safetensors or official .pth)", "the default model"},
       {"vae", "FILE", "VQVAE weights", "the default model's"},
-      {"model", "NAME", "architecture: auto (config.json beside the weights, else d16), fashion_mnist, d16", "auto"},
-      {"mode", "mvar|var", "trajectory", "mvar"},
+      {"model", "NAME", "a preset name (see generate --help) or auto (config.json beside the weights, else the tensors' shapes)", "auto"},
+      {"mode", "mvar|var", "trajectory", "from the checkpoint"},
       {"weights", "LAYOUT", "inplace, packed or bf16 (changes the pixels: recorded in the settings)", "packed"},
       {"cfg", "X", "classifier-free guidance strength", "model's recommendation"},
       {"top-k", "N", "top-k (0 = off)", "model's recommendation"},
@@ -154,7 +154,7 @@ int run(const cli::Args& args, const Context& ctx) {
   mr.vae = args.str("vae");
   mr.default_model_dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
   mr.model = args.str("model", "auto");
-  mr.mode = args.choice("mode", "mvar", {"mvar", "var"});
+  if (args.has("mode")) mr.mode = args.choice("mode", "mvar", {"mvar", "var"}) == "var" ? Mode::Var : Mode::Mvar;
   mr.weights = args.choice("weights", "packed", {"inplace", "packed", "bf16"});
   if (args.has("cfg")) mr.cfg = float(args.number("cfg", 0));
   if (args.has("top-k")) mr.top_k = args.integer<int>("top-k", 0);
