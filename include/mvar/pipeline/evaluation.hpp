@@ -261,21 +261,22 @@ inline bool path_exists(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0;
 }
 
-/// The first place where two settings differ, as "identity.seed: '1' here, '2' in FILE".
-inline std::string settings_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& other,
-                                       const std::string& where = "") {
+/// The first place where two settings differ, as `identity.seed: "1" in A, "2" in B`.
+inline std::string settings_difference(const nlohmann::json& a, const nlohmann::json& b, const std::string& a_name,
+                                       const std::string& b_name, const std::string& where = "") {
   if (a.is_object() && b.is_object()) {
     for (auto it = a.begin(); it != a.end(); ++it) {
       const std::string key = where.empty() ? it.key() : where + "." + it.key();
-      if (!b.contains(it.key())) return concat(key, ": set here, absent in ", other);
-      if (auto d = settings_difference(it.value(), b.at(it.key()), other, key); !d.empty()) return d;
+      if (!b.contains(it.key())) return concat(key, ": set in ", a_name, ", absent in ", b_name);
+      if (auto d = settings_difference(it.value(), b.at(it.key()), a_name, b_name, key); !d.empty()) return d;
     }
     for (auto it = b.begin(); it != b.end(); ++it)
-      if (!a.contains(it.key())) return concat(where.empty() ? it.key() : where + "." + it.key(), ": absent here, set in ", other);
+      if (!a.contains(it.key()))
+        return concat(where.empty() ? it.key() : where + "." + it.key(), ": absent in ", a_name, ", set in ", b_name);
     return "";
   }
   if (a == b) return "";
-  return concat(where.empty() ? "settings" : where, ": ", a.dump(), " here, ", b.dump(), " in ", other);
+  return concat(where.empty() ? "settings" : where, ": ", a.dump(), " in ", a_name, ", ", b.dump(), " in ", b_name);
 }
 
 /// Settings without the index range: what every shard of one run shares.
@@ -348,7 +349,7 @@ inline bool existing_output_matches(const std::string& path, const nlohmann::jso
     throw Error(concat(path, ": exists and is not this run's output (", e.what(), "); refusing to overwrite it — choose another output or remove it"));
   }
   if (theirs != settings)
-    throw Error(concat(path, ": exists and holds a different run (", settings_difference(settings, theirs, path),
+    throw Error(concat(path, ": exists and holds a different run (", settings_difference(settings, theirs, "this run", path),
                        "); refusing to overwrite it — choose another output or remove it"));
   return true;
 }
@@ -417,7 +418,7 @@ inline EvaluationResult run_evaluation(const EvaluationPlan& plan, const RunIden
       throw Error(concat(journal, ": not an mvar evaluation journal (or damaged); remove it and ", partial, " to start over"));
     }
     if (j["settings"] != settings)
-      throw Error(concat(journal, ": an unfinished run with other settings (", detail::settings_difference(settings, j["settings"], journal),
+      throw Error(concat(journal, ": an unfinished run with other settings (", detail::settings_difference(settings, j["settings"], "this run", journal),
                          ") — finish it with its own command, or remove ", journal, " and ", partial, " to start this one"));
     done = j["images_done"].get<std::uint64_t>();
     detail::remove_stale_temporaries(journal);
@@ -520,7 +521,7 @@ inline bool merge_evaluation(std::span<const std::string> inputs, const std::str
       throw Error(concat(path, ": settings.json: images.begin/end are not indices"));
     }
     if (!ins.empty()) {
-      const std::string d = detail::settings_difference(detail::run_part(ins.front().settings), detail::run_part(in.settings), path);
+      const std::string d = detail::settings_difference(detail::run_part(ins.front().settings), detail::run_part(in.settings), inputs.front(), path);
       if (!d.empty()) throw Error(concat(path, ": a shard of another run than ", inputs.front(), " (", d, ")"));
     }
     ins.push_back(std::move(in));
