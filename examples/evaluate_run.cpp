@@ -48,7 +48,8 @@ cli::Args make_args() {
       {"vae", "FILE", "VQVAE weights", "the default model's"},
       {"model", "NAME", "a preset name (see generate --help) or auto (config.json beside the weights, else the tensors' shapes)", "auto"},
       {"mode", "mvar|var", "trajectory", "from the checkpoint"},
-      {"weights", "LAYOUT", "inplace, packed or bf16 (changes the pixels: recorded in the settings)", "packed"},
+      {"weights", "LAYOUT", "inplace, packed, bf16 or int8 (bf16/int8 change the pixels: recorded in the settings)", "packed"},
+      {"isa", "LEVEL", "cap the kernels' code path: portable, avx2, avx512 or amx (recorded; shards of different paths do not merge)", "the best this CPU has"},
       {"cfg", "X", "classifier-free guidance strength", "model's recommendation"},
       {"top-k", "N", "top-k (0 = off)", "model's recommendation"},
       {"top-p", "X", "top-p in (0, 1]", "model's recommendation"},
@@ -144,7 +145,12 @@ int run(const cli::Args& args, const Context& ctx) {
   mr.default_model_dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
   mr.model = args.str("model", "auto");
   if (args.has("mode")) mr.mode = args.choice("mode", "mvar", {"mvar", "var"}) == "var" ? Mode::Var : Mode::Mvar;
-  mr.weights = args.choice("weights", "packed", {"inplace", "packed", "bf16"});
+  mr.weights = args.choice("weights", "packed", {"inplace", "packed", "bf16", "int8"});
+  if (args.has("isa")) {
+    const auto isa = parse_isa(args.str("isa"));
+    if (!isa) throw cli::UsageError(concat("--isa must be 'portable', 'avx2', 'avx512' or 'amx', got '", args.str("isa"), "'"));
+    set_isa_limit(*isa);
+  }
   if (args.has("cfg")) mr.cfg = float(args.number("cfg", 0));
   if (args.has("top-k")) mr.top_k = args.integer<int>("top-k", 0);
   if (args.has("top-p")) mr.top_p = float(args.number("top-p", 0));

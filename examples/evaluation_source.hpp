@@ -19,7 +19,7 @@ struct ModelRequest {
   std::string default_model_dir;   // …/models/fashion_mnist
   std::string model = "auto";      // a preset name or auto
   std::optional<mvar::Mode> mode;  // nullopt: from the checkpoint
-  std::string weights = "packed";  // inplace | packed | bf16
+  std::string weights = "packed";  // inplace | packed | bf16 | int8
   std::optional<float> cfg, top_p;
   std::optional<int> top_k;
   std::uint64_t seed = 0;
@@ -56,8 +56,10 @@ inline OpenedSource open_image_source(ModelRequest r) {
   po.vae = r.vae;
   po.model = r.model;
   po.mode = r.mode;
-  po.layout = r.weights == "bf16" ? mvar::WeightLayout::PackedBF16 : r.weights == "inplace" ? mvar::WeightLayout::InPlace
-                                                                                             : mvar::WeightLayout::PackedF32;
+  po.layout = r.weights == "bf16"      ? mvar::WeightLayout::PackedBF16
+              : r.weights == "int8"    ? mvar::WeightLayout::PackedInt8
+              : r.weights == "inplace" ? mvar::WeightLayout::InPlace
+                                       : mvar::WeightLayout::PackedF32;
   po.threads = r.threads;
   auto pipeline = std::make_shared<mvar::Pipeline>(po);
   mvar::GenerateRequest settings;
@@ -86,6 +88,10 @@ inline OpenedSource open_image_source(ModelRequest r) {
   s.identity["model"] = info.preset;
   s.identity["mode"] = mvar::mode_name(info.mode);
   s.identity["weights"] = r.weights;
+  // The kernels' code path (kernels/cpu_dispatch.hpp): bits are identical for any thread count
+  // within one path, not across paths — shards drawn on machines with different paths are refused
+  // at merge rather than mixed (cap them to a common one with --isa / MVAR_ISA).
+  s.identity["kernels"] = mvar::isa_name(mvar::active_isa());
   s.identity["decoder"] = po.winograd ? (po.large_tiles ? "winograd" : "winograd2") : "direct";
   s.identity["cfg"] = mvar::concat(o.cfg);
   s.identity["top_k"] = std::to_string(o.top_k);
