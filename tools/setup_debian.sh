@@ -5,7 +5,8 @@
 #   MVAR_SETUP_EXTRA="clang-14" tools/setup_debian.sh
 set -euo pipefail
 PKGS="cmake g++ make libeigen3-dev libxsimd-dev xtl-dev nlohmann-json3-dev libpng-dev
-      catch2 libbenchmark-dev librandom123-dev python3 python3-numpy python3-torch ${MVAR_SETUP_EXTRA:-}"
+      catch2 libbenchmark-dev librandom123-dev python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev
+      ${MVAR_SETUP_EXTRA:-}"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 [ -z "$missing" ] && exit 0

@@ -13,6 +13,7 @@
 // io
 #include "mvar/io/checkpoint.hpp"
 #include "mvar/io/dtype.hpp"
+#include "mvar/io/npz.hpp"
 #include "mvar/io/png.hpp"
 #include "mvar/io/pth.hpp"
 #include "mvar/io/safetensors.hpp"
@@ -42,5 +43,6 @@
 #include "mvar/sampling/trajectory.hpp"
 // pipeline
 #include "mvar/pipeline/builtin_presets.hpp"
+#include "mvar/pipeline/evaluation.hpp"
 #include "mvar/pipeline/pipeline.hpp"
 #include "mvar/pipeline/preset.hpp"
