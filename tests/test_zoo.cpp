@@ -843,3 +843,18 @@ TEST_CASE("Pipeline: the 512-px shared-AdaLN model draws the official greedy ima
   CHECK(a.rgb == b.rgb);
   CHECK(a.rgb != c.rgb);
 }
+
+TEST_CASE("config.json and the file disagree on the AdaLN layout: one error naming both", "[zoo][pipeline][errors]") {
+  // The 512-px shared-AdaLN description beside the per-block 256-px tiny transformer.
+  const std::string desc = test::fixture_path("var512_saln_tiny.config.json");
+  try {
+    Pipeline p({.transformer = test::fixture_path("tiny.transformer.safetensors"), .vae = test::fixture_path("tiny.vae.safetensors"),
+                .description = desc});
+    FAIL("a shared-AdaLN description accepted for a per-block file");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains(desc));
+    CHECK_THAT(msg, Catch::Contains("shared_aln true, but the file has per-block AdaLN"));
+    CHECK_THAT(msg, Catch::Contains("L = Σ patch_nums² = 2240"));
+  }
+}
