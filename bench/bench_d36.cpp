@@ -6,12 +6,14 @@
 //
 //   bench_d36 --transformer var_d36.pth --vae vae_ch160v4096z32.pth [--weights fp32|bf16]
 //             [--threads 2] [--seed 0] [--cfg 1.5 --top-k 900 --top-p 0.96] [--more-smooth]
-//             [--out image.png]
+//             [--out image.png] [--phase-peaks]
 //   bench_d36 --preset saln512_tiny --transformer tests/fixtures/saln512_tiny.transformer.safetensors
 //             --vae tests/fixtures/tiny.vae.safetensors     (the same path on the fixture's model)
 //
-// The whole-run peak is VmHWM read before any reset (what /usr/bin/time reports); the phase peaks
-// restart the high-water mark between sampling and decoding (core/process_memory.hpp).
+// sampling_peak is VmHWM read after sampling (the transformer freed), whole_run_peak VmHWM at the
+// end: the high-water mark is never reset, so /usr/bin/time reports the same whole-run peak. With
+// --phase-peaks the mark restarts before decoding (core/process_memory.hpp) to measure the decoding
+// phase alone — outside tools then see only that phase.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -34,6 +36,7 @@ struct Args {
   float cfg = 1.5f, top_p = 0.96f;
   int top_k = 900, label = 980;
   bool more_smooth = false;
+  bool phase_peaks = false;
 };
 
 double now_s() {
@@ -81,7 +84,7 @@ int run(const Args& a, const VaeConfig& vcfg) {
   }
   note_peak();
   const long sampling_peak_kib = process_status_kib("VmHWM");
-  const bool phases = reset_peak_resident();
+  const bool phases = a.phase_peaks && reset_peak_resident();
   const double td = now_s();
   const VqvaeDecoder dec(tv, vcfg, VqvaeDecoder::Options{true, a.weights == "bf16" ? Precision::BF16 : Precision::F32, true,
                                                          Cfg.patch_nums.last()});
@@ -96,17 +99,18 @@ int run(const Args& a, const VaeConfig& vcfg) {
   const long decoding_peak_kib = process_status_kib("VmHWM");
   note_peak();
   rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);  // ru_maxrss is never reset: the whole run as outside tools see it
+  getrusage(RUSAGE_SELF, &ru);
+  const double cpu_s = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + 1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
   double lo = 1e9, hi = -1e9;
   for (float v : img) lo = std::min(lo, double(v)), hi = std::max(hi, double(v));
   std::printf("{\"preset\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"image\":%d,\"load_s\":%.1f,\"sample_s\":%.1f,"
               "\"decode_s\":%.1f,\"total_s\":%.1f,\"weight_MiB\":%.0f,\"kv_MiB\":%.0f,\"workspace_hw_MiB\":%.0f,"
               "\"sampling_peak_rss_MiB\":%.0f,\"decoding_peak_rss_MiB\":%.0f,\"whole_run_peak_rss_MiB\":%.0f,"
-              "\"phase_peaks\":%s,\"img_min\":%.3f,\"img_max\":%.3f,\"more_smooth\":%s}\n",
+              "\"phase_peaks\":%s,\"cpu_s\":%.0f,\"img_min\":%.3f,\"img_max\":%.3f,\"more_smooth\":%s}\n",
               a.preset.c_str(), a.weights.c_str(), a.threads, side, load_s, sample_s, decode_s, now_s() - t0,
               double(weight_bytes) / 1048576.0, double(kv_bytes) / 1048576.0, double(ws_bytes) / 1048576.0,
-              mib(sampling_peak_kib), phases ? mib(decoding_peak_kib) : -1.0, double(ru.ru_maxrss) / 1024.0,
-              phases ? "true" : "false", lo, hi, a.more_smooth ? "true" : "false");
+              mib(sampling_peak_kib), phases ? mib(decoding_peak_kib) : -1.0, mib(whole_peak_kib),
+              phases ? "true" : "false", cpu_s, lo, hi, a.more_smooth ? "true" : "false");
   return 0;
 }
 
@@ -134,6 +138,7 @@ int main(int argc, char** argv) {
     else if (k == "--top-p") a.top_p = std::stof(val());
     else if (k == "--class") a.label = std::stoi(val());
     else if (k == "--more-smooth") a.more_smooth = true;
+    else if (k == "--phase-peaks") a.phase_peaks = true;
     else if (k == "--out") a.out = val();
     else {
       std::fprintf(stderr, "bench_d36: unknown option %s (see the header of bench/bench_d36.cpp)\n", k.c_str());

@@ -795,3 +795,66 @@ TEST_CASE("Shared AdaLN binds any configuration: a random depth-3 model, fp32 an
   CHECK(bf16.weight_bytes() < f32.weight_bytes());
 #endif
 }
+
+// ---- through the pipeline ----------------------------------------------------------------------
+
+#include "mvar/pipeline/builtin_presets.hpp"
+#include "mvar/pipeline/pipeline.hpp"
+
+TEST_CASE("Preset table: saln512_tiny, tiny and d36 recognised from the shapes", "[zoo][pipeline][detect]") {
+  const PresetTable t = builtin_presets();
+  CHECK(t.recognise(test::load_fixture("saln512_tiny.transformer.safetensors")).name == "saln512_tiny");
+  CHECK(t.recognise(test::load_fixture("tiny.transformer.safetensors")).name == "tiny");
+  const Preset* d36 = t.find("d36");
+  REQUIRE(d36);
+  CHECK(d36->image_side() == 512);
+  CHECK(d36->arch.shared_aln);
+  CHECK(same_architecture(d36->arch, presets::d36));
+}
+
+TEST_CASE("Pipeline: the 512-px shared-AdaLN model draws the official greedy image", "[zoo][pipeline][fixtures]") {
+  const Run run;
+  const auto gr = test::load_fixture(run.cfg.at("greedy_file").get<std::string>());
+  Pipeline p({.transformer = test::fixture_path(run.cfg.at("transformer_file").get<std::string>()),
+              .vae = test::fixture_path(run.cfg.at("vae_file").get<std::string>()),
+              .description = test::fixture_path("var512_saln_tiny.config.json"),
+              .threads = 2});
+  CHECK(p.info().preset == "saln512_tiny");
+  CHECK(p.info().mode == Mode::Var);  // config.json "model": "var"
+  CHECK(p.info().image_side == 512);
+  const Images im = p.generate({.labels = labels_of(gr), .cfg = run.cfg_scale, .top_p = 1.0f, .top_k = 1});
+  const auto want = gr.at("img_u8").to_int();
+  REQUIRE(im.rgb.size() == want.size());
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const auto d = std::abs(std::int64_t(im.rgb[i]) - want[i]);
+    REQUIRE(d <= 1);
+    off += d != 0;
+  }
+  CHECK(double(off) <= kU8MaxOffFraction * double(want.size()));
+  // The null class and more_smooth through the pipeline: refused with greedy, deterministic else.
+  const int null = p.info().label_of("null");
+  CHECK(null == run.cfg.at("num_classes").get<int>());
+  REQUIRE_THROWS_WITH(p.generate({.labels = {null}, .top_k = 1, .more_smooth = true}), Catch::Contains("more_smooth with top_k 1"));
+  const Images a = p.generate({.labels = {null}, .seed = 3, .more_smooth = true});
+  const Images b = p.generate({.labels = {null}, .seed = 3, .more_smooth = true});
+  const Images c = p.generate({.labels = {null}, .seed = 3});
+  CHECK(a.settings.more_smooth);
+  CHECK(a.rgb == b.rgb);
+  CHECK(a.rgb != c.rgb);
+}
+
+TEST_CASE("config.json and the file disagree on the AdaLN layout: one error naming both", "[zoo][pipeline][errors]") {
+  // The 512-px shared-AdaLN description beside the per-block 256-px tiny transformer.
+  const std::string desc = test::fixture_path("var512_saln_tiny.config.json");
+  try {
+    Pipeline p({.transformer = test::fixture_path("tiny.transformer.safetensors"), .vae = test::fixture_path("tiny.vae.safetensors"),
+                .description = desc});
+    FAIL("a shared-AdaLN description accepted for a per-block file");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains(desc));
+    CHECK_THAT(msg, Catch::Contains("shared_aln true, but the file has per-block AdaLN"));
+    CHECK_THAT(msg, Catch::Contains("L = Σ patch_nums² = 2240"));
+  }
+}

@@ -327,7 +327,7 @@ inline void ModelDescription::check_against(const TensorStore& st) const {
       problems.push_back(concat(what, " ", want, ", but '", name, "' has shape ", t->shape_string()));
   };
   const ModelConfig& a = arch;
-  dim("class_emb.weight", 2, 0, std::int64_t(a.num_classes) + 1, "num_classes + 1 =");
+  dim("class_emb.weight", 2, 0, std::int64_t(a.num_classes) + (a.null_class ? 1 : 0), a.null_class ? "num_classes + 1 =" : "num_classes");
   dim("class_emb.weight", 2, 1, a.width, "embed_dim");
   dim("word_embed.weight", 2, 1, a.cvae, "Cvae");
   dim("head.weight", 2, 0, a.vocab, "vocab_size");
@@ -336,8 +336,13 @@ inline void ModelDescription::check_against(const TensorStore& st) const {
   dim("blocks.0.attn.scale_mul_1H11", 4, 1, a.heads, "num_heads");
   dim("blocks.0.ffn.fc1.weight", 2, 0, std::int64_t(a.ffn_hidden()), "mlp_ratio × embed_dim =");
   int depth = 0;
-  while (depth <= description_limits::depth && st.find(concat("blocks.", depth, ".ada_lin.1.weight"))) ++depth;
+  // Blocks counted by their attention (present with per-block and with shared AdaLN).
+  while (depth <= description_limits::depth && st.find(concat("blocks.", depth, ".attn.mat_qkv.weight"))) ++depth;
   if (depth != a.depth) problems.push_back(concat("depth ", a.depth, ", but the file has ", depth, " blocks"));
+  const bool file_shared = st.find("shared_ada_lin.1.weight") != nullptr;
+  if (file_shared != a.shared_aln)
+    problems.push_back(concat("shared_aln ", a.shared_aln ? "true" : "false", ", but the file ",
+                              file_shared ? "holds 'shared_ada_lin.1.weight' (shared AdaLN)" : "has per-block AdaLN (no 'shared_ada_lin.1.weight')"));
   if (problems.empty()) return;
   std::string msg = concat("config.json: ", source, " does not describe ", st.source(), ":");
   for (const auto& p : problems) msg += "\n  " + p;
