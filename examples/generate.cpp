@@ -140,18 +140,27 @@ Request parse_request(const cli::Args& args) {
 }
 
 /// The labels of the run from --class and --batch (names resolved by the model's class names).
-std::vector<int> resolve_labels(const Request& q, const mvar::ModelInfo& info) {
+std::vector<int> resolve_labels(const Request& q, const mvar::Pipeline& p) {
+  const mvar::ModelInfo& info = p.info();
   std::vector<int> labels;
   int batch = q.batch;
   if (q.classes.empty()) {
     if (batch == 0) batch = q.default_model ? info.num_classes : 1;  // one image per class of the default model
+    p.check_batch(std::size_t(batch));  // before a label of it exists
     for (int i = 0; i < batch; ++i) labels.push_back(i % info.num_classes);
     return labels;
   }
+  for (const auto& c : q.classes)
+    if (c.empty()) {
+      std::string given;
+      for (std::size_t i = 0; i < q.classes.size(); ++i) given += (i ? "," : "") + q.classes[i];
+      throw UsageError(concat("option '--class': an empty label in '", given, "'"));
+    }
   const bool repeat = q.classes.size() == 1 && batch > 1;
   if (!repeat && batch != 0 && std::size_t(batch) != q.classes.size())
     throw UsageError(concat("--batch ", batch, " disagrees with the ", q.classes.size(), " labels given to --class"));
   const std::size_t n = repeat ? std::size_t(batch) : q.classes.size();
+  p.check_batch(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::string& c = q.classes[repeat ? 0 : i];
     if (c == "random") {
@@ -201,7 +210,7 @@ int run(const cli::Args& args) {
   const auto t0 = std::chrono::steady_clock::now();
   mvar::Pipeline p(q.pipeline);
   const auto& info = p.info();
-  q.gen.labels = resolve_labels(q, info);
+  q.gen.labels = resolve_labels(q, p);
   try {
     (void)p.settings(q.gen);  // a bad cfg / top-k / top-p / label is a command-line error
   } catch (const mvar::Error& e) {

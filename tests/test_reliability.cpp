@@ -812,7 +812,7 @@ std::string concat_cmd(const std::string& args, const fs::path& out, const fs::p
   const std::string weights = args.find("--transformer") != std::string::npos
                                   ? ""
                                   : " --transformer " + mvar::test::fixture_path("tiny.transformer.safetensors") +
-                                        " --vae " + mvar::test::fixture_path("tiny.vae.safetensors");
+                                        " --vae " + mvar::test::fixture_path("tiny.vae.safetensors") + " --mode mvar";
   return std::string(MVAR_GENERATE_EXE) + " --quiet" + weights + " " + args + " > '" + out.string() + "' 2> '" +
          err.string() + "'";
 }
@@ -842,20 +842,20 @@ TEST_CASE("reliability: generate refuses bad options with exit code 2 and writes
   };
   const Row rows[] = {
       {"--batch 0", "--batch must be ≥ 1, got 0"},
-      {"--threads 0", "--threads must be ≥ 1, got 0"},
-      {"--threads -2", "--threads must be ≥ 1, got -2"},
+      {"--threads 0", "--threads must be in [1, 1024], got 0"},
+      {"--threads -2", "--threads must be in [1, 1024], got -2"},
       {"--class 1000", "class label 1000 is out of range [0, 999]"},
       {"--class -1", "class label -1 is out of range"},
       {"--cfg -0.5", "cfg must be a finite number ≥ 0"},
       {"--top-k -1", "top_k must be ≥ 0"},
       {"--top-p 0", "top_p must be in (0, 1]"},
       {"--top-p 1.5", "top_p must be in (0, 1]"},
-      {"--mode xyz", "--mode must be 'mvar' or 'var'"},
+      {"--mode xyz", "--mode must be 'auto', 'mvar' or 'var'"},
       {"--no-such-option", "unknown option '--no-such-option'"},
       {"--batch two", "option '--batch': 'two' is not an integer"},  // exit 1 before the F6 fix
       {"--seed 1x", "option '--seed': '1x' is not an integer"},
       {"--cfg abc", "option '--cfg': 'abc' is not a number"},
-      {"--class 3,,4", "is not an integer"},
+      {"--class 3,,4", "option '--class': an empty label in '3,,4'"},
       // Values beyond the option's type are refused, not truncated (--threads 4294967297 was 1).
       {"--threads 4294967297", "option '--threads': '4294967297' is out of range [-2147483648, 2147483647]"},
       {"--batch 4294967297", "option '--batch': '4294967297' is out of range"},
@@ -864,7 +864,7 @@ TEST_CASE("reliability: generate refuses bad options with exit code 2 and writes
       {"--upscale 4294967298", "option '--upscale': '4294967298' is out of range"},
       {"--seed -1", "option '--seed': '-1' is out of range [0, 18446744073709551615]"},
       {"--seed 18446744073709551616", "option '--seed': '18446744073709551616' is out of range"},
-      {"--class 3,4294967296", "option '--class': '4294967296' is out of range"},
+      {"--class 3,4294967296", "class label 4294967296 is out of range"},
   };
   for (const auto& row : rows) {
     CAPTURE(row.args);

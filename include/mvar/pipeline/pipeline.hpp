@@ -269,7 +269,7 @@ class Pipeline {
   void check_batch(std::size_t images) const {
     if (images == 0) throw Error("pipeline: no images requested (give at least one label)");
     const int side = info_.image_side;
-    const std::string what = concat("the ", images, " decoded images of ", side, "×", side, " pixels");
+    const std::string what = concat("batch ", images, ": the decoded images of ", side, "×", side, " pixels");
     check_allocation(checked_bytes({images, std::uint64_t(side), std::uint64_t(side), 3}, 1, what), what);
     if (images > std::size_t(std::numeric_limits<int>::max() / 2)) throw Error(concat("pipeline: batch of ", images, " is too large"));
   }
@@ -418,12 +418,14 @@ inline int ModelInfo::label_of(std::string_view name) const {
   };
   for (std::size_t i = 0; i < class_names.size(); ++i)
     if (lower(class_names[i]) == lower(name)) return int(i);
-  int v = 0;
+  long long v = 0;
   const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), v);
+  if (ec == std::errc::result_out_of_range)
+    throw Error(concat("class label ", name, " is out of range [0, ", num_classes - 1, "] (", num_classes, " = null)"));
   if (ec == std::errc() && end == name.data() + name.size() && !name.empty()) {
     if (v < 0 || v > num_classes)
       throw Error(concat("class label ", v, " is out of range [0, ", num_classes - 1, "] (", num_classes, " = null)"));
-    return v;
+    return int(v);
   }
   throw Error(concat("unknown class '", name, "'", class_names.empty() ? " (this model's classes are numbers 0 to " + std::to_string(num_classes - 1) + ")"
                                                                         : " (a class name of this model, a number, or null)"));
