@@ -16,6 +16,7 @@
 #include "mvar/io/npz.hpp"
 #include "mvar/io/png.hpp"
 #include "mvar/io/pth.hpp"
+#include "mvar/io/rgb.hpp"
 #include "mvar/io/safetensors.hpp"
 #include "mvar/io/tensor_store.hpp"
 // kernels
@@ -25,12 +26,15 @@
 #include "mvar/kernels/linear.hpp"
 #include "mvar/kernels/neighborhood_attention.hpp"
 #include "mvar/kernels/norm.hpp"
+#include "mvar/kernels/padded_image.hpp"
 #include "mvar/kernels/resample.hpp"
+#include "mvar/kernels/spatial_attention.hpp"
 // model
 #include "mvar/model/config.hpp"
 #include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/transformer.hpp"
+#include "mvar/model/vae_blocks.hpp"
 #include "mvar/model/vae_config.hpp"
 #include "mvar/model/vqvae.hpp"
 #include "mvar/model/weights.hpp"
