@@ -86,7 +86,7 @@ Generation run_edit(const EditMask& mask, const std::vector<std::int32_t>& tok, 
   ThreadPool pool(2);
   Trajectory traj(Tiny::config);
   SampleOptions o = base;
-  o.force_tokens = edit_force_tokens(mask, tok);
+  apply_edit(o, mask, tok);
   const std::vector<int> labels = {label};
   return sample(pool, S.model, S.quant, traj, labels, o);
 }
@@ -216,4 +216,42 @@ TEST_CASE("edit mask from a mask image equals the box mask; errors", "[edit]") {
   REQUIRE_THROWS_WITH(EditMask::from_image(S.pn, grey, H, W + 1), Catch::Contains("H·W grey bytes"));
   REQUIRE_THROWS_WITH(EditMask::from_latent(S.pn, std::vector<float>(10, 0.f)), Catch::Contains("16×16"));
   REQUIRE_THROWS_WITH(edit_force_tokens(all_gen, std::vector<std::int32_t>(5)), Catch::Contains("token pyramid"));
+}
+
+TEST_CASE("more_smooth edits put the image token's own embedding in the kept region (replace_embedding)", "[edit]") {
+  auto& S = setup();
+  const int index = 0, C = S.quant.cvae(), P = S.quant.latent_side();
+  const auto tok = encode_image(index);
+  // The image's own f̂ (every token kept → generation must reproduce it).
+  std::vector<float> want(std::size_t(C * P * P));
+  {
+    const auto& img = S.enc.at("img");
+    const int side = int(img.shape[2]);
+    const auto all = img.to_float();
+    ThreadPool pool(1);
+    Workspace ws(std::max(S.encoder.workspace_bytes(side), S.quant.encode_workspace_bytes()));
+    std::vector<float> f(want.size());
+    std::vector<std::int32_t> t2(S.quant.total_tokens());
+    S.encoder.encode(pool, TensorView<const float, 3>(all.data(), {3, side, side}), TensorView<float, 3>(f.data(), {C, P, P}), ws);
+    S.quant.encode(pool, TensorView<const float, 3>(f.data(), {C, P, P}), t2, TensorView<float, 3>(want.data(), {C, P, P}), ws);
+    REQUIRE(t2 == tok);
+  }
+  const EditMask all_kept = EditMask::from_box(S.pn, 0.0, 0.0, 1.0, 1.0, /*inpainting=*/false);
+  for (int s = 0; s < all_kept.num_scales(); ++s) REQUIRE(all_kept.kept(s) == all_kept.keep(s).size());
+  SampleOptions o;
+  o.more_smooth = true;  // top-k 900: Gumbel mixes would differ from the codebook entries
+  o.seed = 3;
+  for (auto traj : {0, 1}) {
+    CAPTURE(traj);
+    const Generation g = traj == 0 ? run_edit<ScaleMarkov>(all_kept, tok, 207, o) : run_edit<FullPrefix>(all_kept, tok, 207, o);
+    CHECK(test::max_abs_diff(g.fhat.data(), want.data(), want.size()) <= test::kFhatAtol);
+  }
+  // Control: forcing the tokens alone leaves the Gumbel mixes in f̂ (far from the image's f̂).
+  ThreadPool pool(2);
+  ScaleMarkov traj(Tiny::config);
+  SampleOptions only_tokens = o;
+  only_tokens.force_tokens = edit_force_tokens(all_kept, tok);
+  const std::vector<int> labels = {207};
+  const Generation g = sample(pool, S.model, S.quant, traj, labels, only_tokens);
+  CHECK(test::max_abs_diff(g.fhat.data(), want.data(), want.size()) > 1e-2);
 }

@@ -20,10 +20,12 @@
 //   `invert` swaps, for out-painting); then the same per-scale rule.
 //
 // Replacing tokens is replacing embeddings: the notebook mixes gt·m + h·(1 − m) with m ∈ {0, 1}
-// (exact in float) on the codebook embeddings of the drawn tokens (`more_smooth` off, the only
-// mode this sampler has), so forcing the token gives the same f̂. The forced tokens are set after
-// the draw (SampleOptions::force_tokens), so the random stream of every generated token is the
-// same as without editing — as in the notebook, which samples all tokens, then replaces.
+// (exact in float) on the embeddings of the drawn tokens, so without `more_smooth` forcing the
+// token gives the same f̂. With more_smooth the drawn embedding is a Gumbel-softmax mix, and the
+// notebook puts the image token's own codebook entry in its place: apply_edit also sets
+// SampleOptions::forced_positions, which makes the sampler do exactly that. The forced tokens
+// are set after the draw, so the random stream of every generated token is the same as without
+// editing — as in the notebook, which samples all tokens, then replaces.
 #pragma once
 
 #include <algorithm>
@@ -37,6 +39,7 @@
 
 #include "mvar/core/error.hpp"
 #include "mvar/kernels/resample.hpp"
+#include "mvar/sampling/sampler.hpp"
 
 namespace mvar {
 
@@ -175,6 +178,14 @@ inline std::function<void(int, std::span<std::int32_t>)> edit_force_tokens(const
       for (std::size_t t = 0; t < n; ++t)
         if (keep[t]) tok[b * n + t] = (*tokens)[off + t];
   };
+}
+
+/// Sets o.force_tokens and o.forced_positions for an edit: the image's tokens in the kept region
+/// at every scale, and (with o.more_smooth) their own embeddings there, as the notebook.
+inline void apply_edit(SampleOptions& o, const EditMask& mask, std::span<const std::int32_t> image_tokens) {
+  o.force_tokens = edit_force_tokens(mask, image_tokens);
+  auto m = std::make_shared<const EditMask>(mask);
+  o.forced_positions = [m](int s) { return m->keep(s); };
 }
 
 }  // namespace mvar
