@@ -4,6 +4,8 @@
 // official fixtures in units.safetensors (layernorm.*, groupnorm.*, gelu_tanh.*, silu.*).
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -108,25 +110,44 @@ TEST_CASE("l2_normalize_heads: unit norm per head × the clamped temperature", "
   REQUIRE(std::all_of(z.begin(), z.end(), [](float v) { return v == 0.f; }));
 }
 
-TEST_CASE("group_norm == double reference (dense and strided views)", "[kernels][norm]") {
-  const std::size_t C = 64, HW = 50, groups = 32;
-  const auto x = random_vector(C * HW, 5, 3.f, 2.f), w = random_vector(C, 6), b = random_vector(C, 7);
-  const auto want = mvar::ref::group_norm(x, C, HW, groups, w, b, 1e-6);
-  std::vector<float> y(x.size());
-  mvar::group_norm(TensorView<const float, 2>(x.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}),
-                   TensorView<float, 2>(y.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}), int(groups), w.data(),
-                   b.data());
-  REQUIRE(mvar::ref::max_norm_error_d(y, want) <= kElementwiseTol);
-  // Transposed storage (HW-major): the strided fallback must agree.
-  std::vector<float> xt(x.size()), yt(x.size());
-  for (std::size_t c = 0; c < C; ++c)
-    for (std::size_t i = 0; i < HW; ++i) xt[i * C + c] = x[c * HW + i];
-  mvar::group_norm(TensorView<const float, 2>(xt.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}, {1, std::ptrdiff_t(C)}),
-                   TensorView<float, 2>(yt.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}, {1, std::ptrdiff_t(C)}),
-                   int(groups), w.data(), b.data());
-  for (std::size_t c = 0; c < C; ++c)
-    for (std::size_t i = 0; i < HW; ++i) y[c * HW + i] = yt[i * C + c];
-  REQUIRE(mvar::ref::max_norm_error_d(y, want) <= kElementwiseTol);
+TEST_CASE("group_norm / group_norm_into == double reference over shapes, with SiLU, same bits for any thread count",
+          "[kernels][norm]") {
+  // (C, groups, H, W): group sizes 1…4 channels, widths below, at and above a vector, odd sizes.
+  const int shapes[][4] = {{64, 32, 5, 10}, {32, 32, 7, 7}, {96, 32, 3, 17}, {128, 32, 16, 16}, {8, 4, 1, 33}};
+  for (const auto& sh : shapes) {
+    const std::size_t C = std::size_t(sh[0]), groups = std::size_t(sh[1]), H = std::size_t(sh[2]), W = std::size_t(sh[3]);
+    const std::size_t HW = H * W;
+    CAPTURE(C, groups, H, W);
+    const auto x = random_vector(C * HW, 5 + unsigned(C + HW), 3.f, 2.f), w = random_vector(C, 6), b = random_vector(C, 7);
+    const auto want = mvar::ref::group_norm(x, C, HW, groups, w, b, 1e-6);
+    std::vector<float> y(x.size());
+    mvar::group_norm(TensorView<const float, 2>(x.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}),
+                     TensorView<float, 2>(y.data(), {std::ptrdiff_t(C), std::ptrdiff_t(HW)}), int(groups), w.data(),
+                     b.data());
+    REQUIRE(mvar::ref::max_norm_error_d(y, want) <= kElementwiseTol);
+    // Fused SiLU into a strided destination (a padded plane's interior), 1, 2 and 3 threads.
+    std::vector<double> want_silu(want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) want_silu[i] = want[i] / (1.0 + std::exp(-want[i]));
+    std::vector<float> first;
+    for (int threads : {1, 2, 3}) {
+      mvar::ThreadPool pool(threads);
+      std::vector<float> planes(C * (H + 2) * (W + 2), -7.f), z(x.size());
+      int seen = 0;
+      mvar::group_norm_into(pool, TensorView<const float, 3>(x.data(), {std::ptrdiff_t(C), std::ptrdiff_t(H), std::ptrdiff_t(W)}),
+                            int(groups), w.data(), b.data(), 1e-6, true,
+                            TensorView<float, 3>(planes.data() + W + 3, {std::ptrdiff_t(C), std::ptrdiff_t(H), std::ptrdiff_t(W)},
+                                                 {std::ptrdiff_t((H + 2) * (W + 2)), std::ptrdiff_t(W + 2), 1}),
+                            [&](std::ptrdiff_t) { __atomic_add_fetch(&seen, 1, __ATOMIC_RELAXED); });
+      REQUIRE(seen == int(C));
+      for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < H; ++i)
+          for (std::size_t j = 0; j < W; ++j) z[c * HW + i * W + j] = planes[c * (H + 2) * (W + 2) + (i + 1) * (W + 2) + j + 1];
+      REQUIRE(planes[0] == -7.f);  // the border is the caller's (on_channel), untouched here
+      REQUIRE(mvar::ref::max_norm_error_d(z, want_silu) <= kElementwiseTol);
+      if (first.empty()) first = z;
+      REQUIRE(std::memcmp(first.data(), z.data(), z.size() * sizeof(float)) == 0);
+    }
+  }
 }
 
 TEST_CASE("gelu_tanh / silu: vector and scalar paths == double formulas", "[kernels][activations]") {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fixtures_path.hpp"
+#include "mvar/io/rgb.hpp"
 #include "mvar/model/vqvae.hpp"
 #include "reference/vae_ref.hpp"
 

@@ -19,6 +19,7 @@
 
 #include "fixtures_path.hpp"
 #include "model_test_util.hpp"
+#include "mvar/io/rgb.hpp"
 #include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/transformer.hpp"

@@ -4,7 +4,7 @@
 #   tools/setup_debian.sh            # everything: build, examples, tests, benchmarks
 #   MVAR_SETUP_EXTRA="clang-14" tools/setup_debian.sh
 set -euo pipefail
-PKGS="cmake g++ make libeigen3-dev libxsimd-dev xtl-dev nlohmann-json3-dev libpng-dev
+PKGS="cmake g++ make libeigen3-dev libxsimd-dev xtl-dev nlohmann-json3-dev libpng-dev libjpeg62-turbo-dev
       catch2 libbenchmark-dev librandom123-dev python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev
       ${MVAR_SETUP_EXTRA:-}"
 missing=""

@@ -99,7 +99,7 @@ namespace mvar::ref {
 /// A TensorStore over freshly generated float32 tensors (owned by the store's backing): every
 /// post_quant_conv.* / decoder.* / quantize.* key that `cfg` implies. Conv weights ~ N(0, 1/fan_in)
 /// and affine norms near (1, 0), so activations keep a realistic scale through the whole decoder.
-inline TensorStore random_vae_store(const VaeConfig& cfg, unsigned seed) {
+inline TensorStore random_vae_store(const VaeConfig& cfg, unsigned seed, bool with_encoder = false) {
   auto data = std::make_shared<std::vector<std::vector<float>>>();
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> specs;
   std::mt19937 rng(seed);
@@ -152,6 +152,27 @@ inline TensorStore random_vae_store(const VaeConfig& cfg, unsigned seed) {
   }
   norm("decoder.norm_out", block_in);
   conv("decoder.conv_out", 3, block_in, 3);
+  if (with_encoder) {  // after every decoder key, so the decoder's values do not depend on it
+    conv("encoder.conv_in", cfg.ch, 3, 3);
+    std::int64_t bin = cfg.ch;
+    for (int L = 0; L < cfg.levels(); ++L) {
+      const std::string p = "encoder.down." + std::to_string(L);
+      bin = std::int64_t(cfg.ch) * (L == 0 ? 1 : cfg.ch_mult[std::size_t(L - 1)]);
+      const std::int64_t bout = std::int64_t(cfg.ch) * cfg.ch_mult[std::size_t(L)];
+      for (int j = 0; j < cfg.num_res_blocks; ++j) {
+        resnet(p + ".block." + std::to_string(j), bin, bout);
+        bin = bout;
+        if (L == cfg.levels() - 1 && cfg.using_sa) attn(p + ".attn." + std::to_string(j), bin);
+      }
+      if (L != cfg.levels() - 1) conv(p + ".downsample.conv", bin, bin, 3);
+    }
+    resnet("encoder.mid.block_1", bin, bin);
+    if (cfg.using_mid_sa) attn("encoder.mid.attn_1", bin);
+    resnet("encoder.mid.block_2", bin, bin);
+    norm("encoder.norm_out", bin);
+    conv("encoder.conv_out", cfg.cvae, bin, 3);
+    conv("quant_conv", cfg.cvae, cfg.cvae, 3);
+  }
   std::vector<TensorRef> refs;
   for (std::size_t i = 0; i < specs.size(); ++i)
     refs.push_back({specs[i].first, DType::F32, specs[i].second, reinterpret_cast<const std::byte*>((*data)[i].data()),

@@ -1,5 +1,6 @@
 // mvar/kernels/norm.hpp — LayerNorm without affine (the transformer's ln_wo_grad), AdaLN
-// modulation, and per-head L2 normalisation with the clamped temperature (SPEC §1.4, §1.5).
+// modulation, per-head L2 normalisation with the clamped temperature (SPEC §1.4, §1.5), and the
+// VQVAE's GroupNorm (+ SiLU) that writes a convolution's padded input planes (SPEC §2.1).
 // Vectorised with xsimd: sums run in four fp32 batch accumulators per row (each lane adds only
 // n/(4·lanes) terms) and are combined in double; the variance is a second pass over deviations
 // from the mean, so the statistics stay within ≈ 1e-7 relative of a float64 computation.
@@ -15,7 +16,11 @@
 #include <xsimd/xsimd.hpp>
 
 #include "mvar/core/assert.hpp"
+#include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
+#include "mvar/kernels/activations.hpp"
+#include "mvar/kernels/lane_sum.hpp"
+#include "mvar/kernels/padded_image.hpp"
 
 namespace mvar {
 
@@ -148,46 +153,125 @@ void l2_normalize_heads(TensorView<float, 2> x, int heads, const float* mult) {
   }
 }
 
-/// GroupNorm over x[C, HW] (one image): `groups` groups of C/groups consecutive channels,
-/// biased variance, eps, then per-channel affine weight/bias. x and y may alias.
-/// Vectorised when HW is the unit-stride axis of both views (the VAE's NCHW activations).
-template <class Arch = xsimd::default_arch>
-void group_norm(TensorView<const float, 2> x, TensorView<float, 2> y, int groups, const float* weight,
-                const float* bias, float eps = 1e-6f) {
-  MVAR_ASSERT(x.extent(0) % groups == 0);
+/// The GroupNorm of the VQVAE (SPEC §2.1; official `nn.GroupNorm(32, C, eps=1e-6)`): `groups`
+/// groups of C/groups consecutive channels, biased variance, per-channel affine weight / bias.
+/// One implementation, used by the decoder, the encoder and group_norm() below:
+///   statistics — per group, rows of ≤ 64k floats summed in float lanes (xsimd, lane_sum) and
+///   accumulated in double; the variance is a second pass over deviations from the float mean,
+///   corrected by the (double − float) mean difference; 1/√(var + eps) in double.
+///   apply — y = x·a + b with a = inv·weight, b = bias − mean·inv·weight (float, one FMA).
+/// Groups run in parallel (each writes its own pair), so any thread count gives the same bits.
+namespace detail {
+
+/// Per-group mean and 1/√(var + eps) of x [C, N] (contiguous rows).
+inline void group_stats(ThreadPool& pool, TensorView<const float, 2> x, int groups, double eps, double* mean,
+                        double* inv_std) {
+  using B = xsimd::batch<float>;
+  const std::ptrdiff_t C = x.extent(0), N = x.extent(1), cg = C / groups;
+  MVAR_ASSERT(C % groups == 0 && x.stride(1) == 1);
+  constexpr std::ptrdiff_t L = static_cast<std::ptrdiff_t>(B::size);
+  const std::ptrdiff_t body = N - N % L;
+  parallel_for(pool, groups, 1, [&](std::ptrdiff_t g0, std::ptrdiff_t g1) {
+    for (std::ptrdiff_t g = g0; g < g1; ++g) {
+      double s = 0;
+      for (std::ptrdiff_t c = g * cg; c < (g + 1) * cg; ++c) {
+        const float* r = x.row(c);
+        B acc(0.0f);
+        for (std::ptrdiff_t i = 0; i < body; i += L) acc += B::load_unaligned(r + i);
+        double rs = lane_sum(acc);
+        for (std::ptrdiff_t i = body; i < N; ++i) rs += r[i];
+        s += rs;
+      }
+      const double m = s / double(cg * N);
+      const float mf = float(m);
+      double s2 = 0;
+      for (std::ptrdiff_t c = g * cg; c < (g + 1) * cg; ++c) {
+        const float* r = x.row(c);
+        B acc(0.0f);
+        const B mb(mf);
+        for (std::ptrdiff_t i = 0; i < body; i += L) {
+          const B d = B::load_unaligned(r + i) - mb;
+          acc = xsimd::fma(d, d, acc);
+        }
+        double rs = lane_sum(acc);
+        for (std::ptrdiff_t i = body; i < N; ++i) rs += double(r[i] - mf) * double(r[i] - mf);
+        s2 += rs;
+      }
+      // Centre on the float mean: Σ(x − m_f)² = Σ(x − m)² + n(m − m_f)²; remove the second term.
+      const double dm = m - double(mf);
+      const double var = std::max(0.0, s2 / double(cg * N) - dm * dm);
+      mean[g] = m;
+      inv_std[g] = 1.0 / std::sqrt(var + eps);
+    }
+  });
+}
+
+}  // namespace detail
+
+/// Largest group count group_norm_into / group_norm accept (the VAE uses 32).
+inline constexpr int kMaxNormGroups = 256;
+
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (_mm512_undefined_ps) when
+// xsimd's exp is inlined here; a false positive, silenced for this function only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+/// dst = act(GroupNorm(x)) with act = SiLU (silu_after) or identity; x [C, H, W] contiguous, dst
+/// [C, H, W] with unit column stride (e.g. a PaddedImage's interior). on_channel(c), if given, runs
+/// right after channel c is written, on the same thread (the VAE zeroes the padded border there).
+template <class OnChannel>
+void group_norm_into(ThreadPool& pool, TensorView<const float, 3> x, int groups, const float* weight, const float* bias,
+                     double eps, bool silu_after, TensorView<float, 3> dst, const OnChannel& on_channel) {
+  using B = xsimd::batch<float>;
+  const std::ptrdiff_t C = x.extent(0), H = x.extent(1), W = x.extent(2);
+  MVAR_ASSERT(x.is_contiguous() && groups >= 1 && groups <= kMaxNormGroups && C % groups == 0);
+  MVAR_ASSERT(dst.extent(0) == C && dst.extent(1) == H && dst.extent(2) == W && dst.stride(2) == 1);
+  double mean[kMaxNormGroups], inv[kMaxNormGroups];
+  detail::group_stats(pool, x.template reshape<2>({C, H * W}), groups, eps, mean, inv);
+  const std::ptrdiff_t cg = C / groups;
+  constexpr std::ptrdiff_t L = static_cast<std::ptrdiff_t>(B::size);
+  const std::ptrdiff_t body = W - W % L;
+  parallel_for(pool, C, 4, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
+    for (std::ptrdiff_t c = c0; c < c1; ++c) {
+      const auto g = c / cg;
+      const float a = float(inv[g] * weight[c]);
+      const float b = float(bias[c] - mean[g] * inv[g] * weight[c]);
+      const B av(a), bv(b);
+      for (std::ptrdiff_t y = 0; y < H; ++y) {
+        const float* s = &x(c, y, 0);
+        float* d = &dst(c, y, 0);
+        std::ptrdiff_t i = 0;
+        if (silu_after) {
+          for (; i < body; i += L) silu(xsimd::fma(B::load_unaligned(s + i), av, bv)).store_unaligned(d + i);
+          for (; i < W; ++i) d[i] = silu(s[i] * a + b);
+        } else {
+          for (; i < body; i += L) xsimd::fma(B::load_unaligned(s + i), av, bv).store_unaligned(d + i);
+          for (; i < W; ++i) d[i] = s[i] * a + b;
+        }
+      }
+      on_channel(c);
+    }
+  });
+}
+#pragma GCC diagnostic pop
+
+/// out.interior() = act(GroupNorm(x)), and out's borders zeroed: the producer of a convolution's
+/// padded input planes (kernels/conv.hpp).
+inline void group_norm_to_planes(ThreadPool& pool, TensorView<const float, 3> x, int groups, const float* weight,
+                                 const float* bias, double eps, bool silu_after, const PaddedImage& out) {
+  MVAR_ASSERT(out.channels() == x.extent(0) && out.height() == x.extent(1) && out.width() == x.extent(2));
+  group_norm_into(pool, x, groups, weight, bias, eps, silu_after, out.interior(),
+                  [&](std::ptrdiff_t c) { out.zero_border(c); });
+}
+
+/// y = GroupNorm(x) over x [C, HW] (one image), single-threaded; contiguous x, y with unit column
+/// stride (may alias x). The same arithmetic as group_norm_into.
+inline void group_norm(TensorView<const float, 2> x, TensorView<float, 2> y, int groups, const float* weight,
+                       const float* bias, double eps = 1e-6) {
   MVAR_ASSERT(x.extent(0) == y.extent(0) && x.extent(1) == y.extent(1));
-  const auto C = x.extent(0), HW = x.extent(1), cg = C / groups;
-  const bool dense = x.stride(1) == 1 && y.stride(1) == 1;
-  for (int g = 0; g < groups; ++g) {
-    double s = 0, s2 = 0;
-    for (std::ptrdiff_t c = g * cg; c < (g + 1) * cg; ++c) {
-      if (dense) {
-        s += detail::sum<Arch>(x.row(c), HW);
-      } else {
-        for (std::ptrdiff_t i = 0; i < HW; ++i) s += x(c, i);
-      }
-    }
-    const double mean = s / double(cg * HW);
-    const float m = float(mean);
-    for (std::ptrdiff_t c = g * cg; c < (g + 1) * cg; ++c) {
-      if (dense) {
-        s2 += detail::sum_sq_dev<Arch>(x.row(c), HW, m);
-      } else {
-        for (std::ptrdiff_t i = 0; i < HW; ++i) s2 += double(x(c, i) - m) * double(x(c, i) - m);
-      }
-    }
-    const double dm = mean - double(m);
-    const double var = s2 / double(cg * HW) - dm * dm;
-    const float inv = float(1.0 / std::sqrt(std::max(var, 0.0) + double(eps)));
-    for (std::ptrdiff_t c = g * cg; c < (g + 1) * cg; ++c) {
-      const float a = inv * weight[c];
-      if (dense) {
-        detail::centre_scale<Arch>(x.row(c), y.row(c), HW, m, a, bias[c]);
-      } else {
-        for (std::ptrdiff_t i = 0; i < HW; ++i) y(c, i) = std::fma(x(c, i) - m, a, bias[c]);
-      }
-    }
-  }
+  ThreadPool serial(1);
+  const std::ptrdiff_t C = x.extent(0), N = x.extent(1);
+  group_norm_into(serial, x.template reshape<3>({C, 1, N}), groups, weight, bias, eps, false,
+                  TensorView<float, 3>(y.data(), {C, 1, N}, {y.stride(0), N, y.stride(1)}), [](std::ptrdiff_t) {});
 }
 
 }  // namespace mvar

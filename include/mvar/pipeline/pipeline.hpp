@@ -35,6 +35,7 @@
 #include "mvar/core/process_memory.hpp"
 #include "mvar/core/workspace.hpp"
 #include "mvar/io/checkpoint.hpp"
+#include "mvar/io/rgb.hpp"
 #include "mvar/io/tensor_store.hpp"
 #include "mvar/kernels/cpu_dispatch.hpp"
 #include "mvar/model/model_description.hpp"

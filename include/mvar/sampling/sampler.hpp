@@ -66,6 +66,11 @@ struct SampleOptions {
   std::function<void(const ScaleReport&)> on_scale;  // progress / timing
   /// Teacher forcing: may overwrite the drawn tokens of scale s ([B·n], image-major).
   std::function<void(int scale, std::span<std::int32_t> tokens)> force_tokens;
+  /// Zero-shot editing (sampling/edit.hpp, apply_edit): the positions of scale s that force_tokens
+  /// fixes to an image's tokens (n_s flags, the same for every image). With more_smooth, f̂
+  /// receives those positions' own codebook entries — the official notebook's replace_embedding,
+  /// gt·m + h·(1 − m) — instead of the Gumbel mix; without more_smooth it changes nothing.
+  std::function<std::span<const std::uint8_t>(int scale)> forced_positions;
   /// Observes the raw logits [R·n, V] (conditional rows first) of scale s.
   std::function<void(int scale, TensorView<const float, 2> raw)> on_logits;
   /// Observes the guided logits [B·n, V] of scale s, before top-k/top-p masking.
@@ -237,6 +242,15 @@ class Sampler {
           throw Error(concat("sample: non-finite logits at scale ", s, " (image ", r / std::size_t(n), ", position ",
                              r % std::size_t(n), ") — the weights contain NaN/Inf?"));
       if (o.force_tokens) o.force_tokens(s, tok);
+      if (o.more_smooth && o.forced_positions) {
+        const auto keep = o.forced_positions(s);
+        if (keep.size() != std::size_t(n))
+          throw Error(concat("sample: forced_positions gives ", keep.size(), " flags at scale ", s, ", expected ", n));
+        const auto cb = quant_.codebook();
+        for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(B) * n; ++r)
+          if (keep[std::size_t(r % n)] && tok[std::size_t(r)] >= 0 && tok[std::size_t(r)] < V)
+            std::copy_n(cb.data() + std::size_t(tok[std::size_t(r)]) * std::size_t(E), E, soft.row(r));
+      }
       for (std::int32_t t : tok)
         if (t < 0 || t >= V) throw Error(concat("sample: token ", t, " at scale ", s, " is outside the vocabulary"));
 
