@@ -844,7 +844,7 @@ TEST_CASE("reliability: generate refuses bad options with exit code 2 and writes
       {"--batch 0", "--batch must be ≥ 1, got 0"},
       {"--threads 0", "--threads must be in [1, 1024], got 0"},
       {"--threads -2", "--threads must be in [1, 1024], got -2"},
-      {"--class 1000", "class label 1000 is out of range [0, 999]"},
+      {"--class 1001", "class label 1001 is out of range [0, 999]"},
       {"--class -1", "class label -1 is out of range"},
       {"--cfg -0.5", "cfg must be a finite number ≥ 0"},
       {"--top-k -1", "top_k must be ≥ 0"},
@@ -917,7 +917,7 @@ TEST_CASE("reliability: generate reports unreadable weights and unwritable outpu
     const std::string weights = (out.path / "nan.safetensors").string();
     mvar::save_safetensors(weights, tensors);
     const auto r = run_generate("--transformer " + weights + " --vae " + mvar::test::fixture_path("tiny.vae.safetensors") +
-                                " --class 3 --output " + (out.path / "x.png").string());
+                                " --mode mvar --class 3 --output " + (out.path / "x.png").string());
     CAPTURE(r.err);
     REQUIRE(r.code == 1);
     REQUIRE_THAT(r.err, Catch::Contains("non-finite logits at scale 0") && Catch::Contains("NaN/Inf"));
