@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -60,6 +61,12 @@ cli::Args make_args() {
       {"separate", "", "write one PNG per image instead of one grid", ""},
       {"columns", "N", "images per grid row (0 = square-ish)", "5 for the default model, else 0"},
       {"upscale", "N", "enlarge each image N× (nearest neighbour) when writing", "4 for images ≤ 64 px, else 1"},
+      {"edit", "IMAGE", "zero-shot editing of a PNG or JPEG (needs a VAE with its encoder): keep the image's tokens outside --box (or --mask), generate the rest under --class", ""},
+      {"box", "Y0,X0,Y1,X1", "the region to regenerate, as fractions of the image's square (0 ≤ y0 < y1 ≤ 1, 0 ≤ x0 < x1 ≤ 1)", ""},
+      {"mask", "IMAGE", "instead of --box: a mask image over the same square, white = regenerate", ""},
+      {"outpaint", "", "keep the box's inside (the mask's white) and regenerate the rest", "in-painting"},
+      {"reconstruct", "IMAGE", "encode a PNG or JPEG into tokens and decode it back (writes --output, prints the PSNR)", ""},
+      {"tokens", "FILE", "with --reconstruct: also write the image's token pyramid (safetensors idx.s0 … )", ""},
       {"quiet", "", "no progress lines", ""},
   });
 }
@@ -90,6 +97,8 @@ struct Request {
   mvar::GenerateRequest gen;
   std::string output = "mvar_out.png";
   bool separate = false, quiet = false, default_model = false;
+  std::optional<mvar::EditRequest> edit;
+  std::string reconstruct, tokens;
   std::optional<int> columns, upscale;
 };
 
@@ -136,6 +145,38 @@ Request parse_request(const cli::Args& args) {
   if (q.columns && *q.columns < 0) throw UsageError(concat("--columns must be ≥ 0, got ", *q.columns));
   if (q.upscale && (*q.upscale < 1 || *q.upscale > 16)) throw UsageError(concat("--upscale must be in [1, 16], got ", *q.upscale));
   q.quiet = args.has("quiet");
+  for (const char* f : {"edit", "mask", "reconstruct", "tokens"})
+    if (args.has(f) && args.str(f).empty()) throw UsageError(concat("--", f, " needs a file name, got an empty one"));
+  if (args.has("edit")) {
+    mvar::EditRequest e;
+    e.image = args.str("edit");
+    e.mask = args.str("mask");
+    e.outpaint = args.has("outpaint");
+    if (args.has("box") == args.has("mask")) throw UsageError("--edit needs exactly one of --box and --mask");
+    if (args.has("box")) {
+      const auto parts = args.list("box");
+      if (parts.size() != 4) throw UsageError(concat("--box takes four fractions y0,x0,y1,x1, got '", args.str("box"), "'"));
+      std::array<double, 4> b{};
+      for (std::size_t i = 0; i < 4; ++i) {
+        std::size_t used = 0;
+        try {
+          b[i] = std::stod(parts[i], &used);
+        } catch (...) {
+          used = 0;
+        }
+        if (used == 0 || used != parts[i].size()) throw UsageError(concat("--box: '", parts[i], "' is not a number"));
+      }
+      e.box = b;
+    }
+    q.edit = e;
+  } else {
+    for (const char* f : {"box", "mask", "outpaint"})
+      if (args.has(f)) throw UsageError(concat("--", f, " goes with --edit"));
+  }
+  q.reconstruct = args.str("reconstruct");
+  q.tokens = args.str("tokens");
+  if (!q.tokens.empty() && q.reconstruct.empty()) throw UsageError("--tokens goes with --reconstruct");
+  if (q.edit && !q.reconstruct.empty()) throw UsageError("--edit and --reconstruct are separate runs: give one");
   return q;
 }
 
@@ -144,6 +185,10 @@ std::vector<int> resolve_labels(const Request& q, const mvar::Pipeline& p) {
   const mvar::ModelInfo& info = p.info();
   std::vector<int> labels;
   int batch = q.batch;
+  if (q.classes.empty() && q.edit) {  // an edit without a class: plain in-/out-painting (the null class)
+    labels.assign(std::size_t(std::max(batch, 1)), info.num_classes);
+    return labels;
+  }
   if (q.classes.empty()) {
     if (batch == 0) batch = q.default_model ? info.num_classes : 1;  // one image per class of the default model
     p.check_batch(std::size_t(batch));  // before a label of it exists
@@ -192,8 +237,31 @@ std::vector<mvar::PngText> parameters_text(const Request& q, const mvar::Pipelin
       ", vae: ", fs::path(p.info().vae_file).filename().string(), ", mode: ", mvar::mode_name(p.info().mode),
       ", class: ", classes, ", seed: ", s.seed, ", stream: ", streams, ", cfg: ", s.cfg, ", top-k: ", s.top_k,
       ", top-p: ", s.top_p, s.more_smooth ? ", more_smooth" : "", ", weights: ", mvar::layout_name(im.layout), ", mvar: ", mvar::kVersion);
-  (void)q;
-  return {{"parameters", text}, {"Software", concat("mvar ", mvar::kVersion)}};
+  std::string edit;
+  if (q.edit) {
+    edit = concat(", edit: ", fs::path(q.edit->image).filename().string(), q.edit->outpaint ? " (out-painting" : " (in-painting");
+    if (q.edit->box) edit += concat(", box ", (*q.edit->box)[0], ",", (*q.edit->box)[1], ",", (*q.edit->box)[2], ",", (*q.edit->box)[3], ")");
+    else edit += concat(", mask ", fs::path(q.edit->mask).filename().string(), ")");
+  }
+  return {{"parameters", text + edit}, {"Software", concat("mvar ", mvar::kVersion)}};
+}
+
+/// --reconstruct: the tokenizer's round trip of one image, written as --output, with its PSNR.
+int reconstruct(const Request& q, mvar::Pipeline& p) {
+  const mvar::EncodedImage e = p.encode_image(q.reconstruct, /*reconstruct=*/true);
+  const int up = q.upscale.value_or(e.side <= 64 ? 4 : 1);
+  const auto big = up == 1 ? e.reconstruction : mvar::upscale_nearest(e.reconstruction, 1, e.side, up);
+  const std::string text = concat("reconstruction of ", fs::path(q.reconstruct).filename().string(), " by ",
+                                  fs::path(p.info().vae_file).filename().string(), ", PSNR ", e.psnr_db, " dB, mvar ", mvar::kVersion);
+  mvar::write_png(q.output, big, e.side * up, e.side * up, std::vector<mvar::PngText>{{"parameters", text}});
+  if (!q.tokens.empty())
+    mvar::save_token_pyramid(q.tokens, p.make_quantizer(), e.tokens,
+                             {{"source", fs::path(q.reconstruct).filename().string()}, {"vae", fs::path(p.info().vae_file).filename().string()}});
+  std::printf("[generate] reconstructed %s through the VQVAE (%d×%d, %zu tokens): PSNR %.2f dB\n", q.reconstruct.c_str(), e.side,
+              e.side, e.tokens.size(), e.psnr_db);
+  std::printf("[generate] wrote %s\n", q.output.c_str());
+  if (!q.tokens.empty()) std::printf("[generate] wrote %s\n", q.tokens.c_str());
+  return 0;
 }
 
 int run(const cli::Args& args) {
@@ -210,6 +278,7 @@ int run(const cli::Args& args) {
   const auto t0 = std::chrono::steady_clock::now();
   mvar::Pipeline p(q.pipeline);
   const auto& info = p.info();
+  if (!q.reconstruct.empty()) return reconstruct(q, p);
   q.gen.labels = resolve_labels(q, p);
   try {
     (void)p.settings(q.gen);  // a bad cfg / top-k / top-p / label is a command-line error
@@ -235,7 +304,14 @@ int run(const cli::Args& args) {
       std::fflush(stdout);
     };
   }
-  const mvar::Images im = p.generate(q.gen);
+  if (q.edit) {
+    try {
+      (void)p.edit_mask(*q.edit);  // a bad box or mask is a command-line error, before any work
+    } catch (const mvar::Error& e) {
+      throw UsageError(e.what());
+    }
+  }
+  const mvar::Images im = q.edit ? p.edit(*q.edit, q.gen) : p.generate(q.gen);
   const double MiB = 1048576.0;
   if (!q.quiet)
     std::printf("[generate] %s (%s); decoded with %s decoder convolutions (%.1f MiB)\n", info.description.c_str(),

@@ -52,6 +52,8 @@ inline PresetTable builtin_presets() {
   fm_vae.ch_mult = {1, 2, 2};
   Preset fm = make_preset<presets::fashion_mnist>("fashion_mnist", fm_vae, {3.0f, 100, 0.95f}, std::nullopt,
                                                   "the default model: class-conditional MVAR trained on Fashion-MNIST");
+  fm.input_inner = 28;  // 28×28 garments padded into 32×32 (config.json: crop 28, pad −1), grey
+  fm.grayscale = true;
   fm.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
   t.add(std::move(fm));
   return t;

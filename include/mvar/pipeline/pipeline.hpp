@@ -14,7 +14,9 @@
 // what the files say (decide_mode below); when nothing says it, the pipeline refuses to guess.
 #pragma once
 
+#include <array>
 #include <charconv>
+#include <cmath>
 #include <chrono>
 #include <cctype>
 #include <limits>
@@ -35,14 +37,18 @@
 #include "mvar/core/process_memory.hpp"
 #include "mvar/core/workspace.hpp"
 #include "mvar/io/checkpoint.hpp"
+#include "mvar/io/image_read.hpp"
 #include "mvar/io/rgb.hpp"
 #include "mvar/io/tensor_store.hpp"
 #include "mvar/kernels/cpu_dispatch.hpp"
 #include "mvar/model/model_description.hpp"
+#include "mvar/model/image_tokenizer.hpp"
 #include "mvar/model/quantizer.hpp"
 #include "mvar/model/vqvae.hpp"
+#include "mvar/model/vqvae_encoder.hpp"
 #include "mvar/pipeline/builtin_presets.hpp"
 #include "mvar/pipeline/preset.hpp"
+#include "mvar/sampling/edit.hpp"
 #include "mvar/sampling/rng.hpp"
 #include "mvar/sampling/sampler.hpp"
 
@@ -130,6 +136,27 @@ struct Images {
     const std::size_t one = std::size_t(side) * side * 3;
     return {rgb.data() + one * std::size_t(i), one};
   }
+};
+
+/// A zero-shot edit (VAR's demo_zero_shot_edit.ipynb, SPEC §2.5): the image's own tokens are kept
+/// inside the kept region at every scale, the rest is generated under GenerateRequest's labels
+/// (the null class for plain in-painting). Either a box or a mask image.
+struct EditRequest {
+  std::string image{};                          // PNG or JPEG to edit
+  std::optional<std::array<double, 4>> box{};   // y0, x0, y1, x1: fractions of the model's square
+  std::string mask{};                           // or a mask image over the same square: white = regenerate
+  bool outpaint = false;                        // keep the box's inside (the mask's white) instead
+};
+
+/// An image as the model sees it: its square input, its token pyramid and final f̂, and (when
+/// asked for) the decoded reconstruction with its PSNR against the input.
+struct EncodedImage {
+  int side = 0;
+  std::vector<float> input;                     // [3, side, side] in [−1, 1] (crop + resize of ImageFit)
+  std::vector<std::int32_t> tokens;             // every scale, scale s at VectorQuantizer::token_offset(s)
+  std::vector<float> fhat;                      // [cvae, P, P]
+  std::vector<std::uint8_t> reconstruction;     // RGB8 [side, side, 3] (reconstruct only)
+  double psnr_db = std::nan("");                // of the reconstruction (reconstruct only)
 };
 
 /// Where the mode of a transformer checkpoint comes from, in this order: config.json's "model"
@@ -276,14 +303,89 @@ class Pipeline {
   }
 
   /// Draws labels.size() images: sampling phase, then (transformer freed) decoding phase.
-  Images generate(const GenerateRequest& r) {
+  Images generate(const GenerateRequest& r) { return generate_with(r, nullptr); }
+
+  /// How the model's square input is made from an image (the preset's fit; grey models average
+  /// the channels).
+  ImageFit image_fit() const { return ImageFit{info_.image_side, preset_.input_inner, -1.0f}; }
+
+  /// Reads a PNG or JPEG and encodes it into its token pyramid (official img_to_idxBl); with
+  /// `reconstruct`, also decodes it back (the tokenizer's round trip) and measures the PSNR.
+  /// The encoder (and decoder) live for this call only. Throws naming the file when the VAE has
+  /// no encoder or the image cannot be read.
+  EncodedImage encode_image(const std::string& image, bool reconstruct = false) {
+    if (!VqvaeEncoder::has_encoder(vae_))
+      throw Error(concat(opts_.vae, ": holds no encoder (encoder.*, quant_conv.*): encoding and editing need the full VQVAE "
+                         "checkpoint (the official vae_ch160v4096z32.pth has it)"));
+    const Rgb8Image img = read_image(image);
+    EncodedImage e;
+    e.side = info_.image_side;
+    const std::size_t plane = std::size_t(e.side) * e.side;
+    e.input.assign(3 * plane, 0.0f);
+    const TensorView<float, 3> in(e.input.data(), {3, e.side, e.side});
+    to_model_input(img, image_fit(), in);
+    if (preset_.grayscale)
+      for (std::size_t i = 0; i < plane; ++i) {
+        const float g = (e.input[i] + e.input[plane + i] + e.input[2 * plane + i]) / 3.0f;
+        e.input[i] = e.input[plane + i] = e.input[2 * plane + i] = g;
+      }
+    const VqvaeEncoder enc(vae_, preset_.vae, VqvaeEncoder::Options{opts_.winograd, opts_.large_tiles, info_.latent_side});
+    const VectorQuantizer quant = make_quantizer();
+    const ImageTokenizer tok(enc, quant);
+    e.tokens.assign(tok.total_tokens(), 0);
+    e.fhat.assign(tok.fhat_floats(), 0.0f);
+    const TensorView<float, 3> fhat(e.fhat.data(), {preset_.arch.cvae, info_.latent_side, info_.latent_side});
+    if (!reconstruct) {
+      Workspace ws(tok.workspace_bytes());
+      tok.encode(pool_, in, e.tokens, fhat, ws);
+      return e;
+    }
+    const VqvaeDecoder dec = make_decoder();
+    Workspace ws(tok.workspace_bytes(&dec));
+    std::vector<float> rec(3 * plane);
+    const TensorView<float, 3> rv(rec.data(), {3, e.side, e.side});
+    e.psnr_db = tok.reconstruct(pool_, dec, in, e.tokens, fhat, rv, ws);
+    e.reconstruction.assign(3 * plane, 0);
+    to_rgb8(rv, e.reconstruction);
+    return e;
+  }
+
+  /// The per-scale keep mask of an edit on this model's schedule.
+  EditMask edit_mask(const EditRequest& e) const {
+    std::vector<int> pn;
+    for (int s = 0; s < preset_.arch.num_scales(); ++s) pn.push_back(preset_.arch.patch_nums[s]);
+    if (e.box.has_value() == !e.mask.empty())
+      throw Error("edit: give either a box or a mask image (exactly one)");
+    if (e.box) {
+      const auto& b = *e.box;
+      return EditMask::from_box(pn, b[0], b[1], b[2], b[3], /*inpainting=*/!e.outpaint);
+    }
+    const int S = info_.image_side;
+    return EditMask::from_image(pn, to_grey_square(read_image(e.mask), S), S, S, /*invert=*/e.outpaint);
+  }
+
+  /// A zero-shot edit of e.image: encode (encoder freed), sample with the image's tokens forced
+  /// inside the kept region (transformer freed), decode. r.labels gives one edited image per label.
+  Images edit(const EditRequest& e, const GenerateRequest& r) {
+    const EditMask mask = edit_mask(e);  // a bad box or mask is refused before the encoder runs
+    check_batch(r.labels.size());
+    (void)settings(r);
+    const EncodedImage enc = encode_image(e.image);
+    return generate_with(r, [&](SampleOptions& o) { apply_edit(o, mask, enc.tokens); });
+  }
+
+ private:
+  Images generate_with(const GenerateRequest& r, const std::function<void(SampleOptions&)>& prepare) {
     check_batch(r.labels.size());
     SampleOptions o = settings(r);
+    if (prepare) prepare(o);
     Images out;
     out.count = int(r.labels.size());
     out.side = info_.image_side;
     out.labels = r.labels;
     out.settings = o;
+    out.settings.force_tokens = nullptr;  // the settings as values, without the edit's callbacks
+    out.settings.forced_positions = nullptr;
     o.on_scale = [&](const ScaleReport& s) {
       if (r.cancel && r.cancel()) throw Cancelled("generation cancelled");
       if (r.on_progress) r.on_progress({Progress::Phase::Sampling, s.scale, s.scales, s.side, 0, 0, s.seconds});
@@ -314,6 +416,7 @@ class Pipeline {
     return out;
   }
 
+ public:
   /// Both phases resident, for many batches of at most max_batch images (evaluation runs).
   ImageStream open_stream(int max_batch, const GenerateRequest& settings);
 

@@ -76,6 +76,10 @@ struct Preset {
   /// e.g. the from-scratch "mvar-d16" against the fine-tuned "mvar-finetune-d16".
   std::vector<std::pair<std::string, Recommended>> recommended_by_file;
   std::vector<std::string> class_names;  // empty: labels are numbers only
+  /// How an input image fills the model's square (encoding, editing): resized to input_inner
+  /// pixels (0: the whole side) centred on a −1 canvas; grayscale models average the channels.
+  int input_inner = 0;
+  bool grayscale = false;
   /// Instantiates Transformer<Cfg> + Sampler (make_preset fills it).
   std::function<std::unique_ptr<SamplingEngine>(const EngineRequest&)> make_engine;
 
