@@ -10,12 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include "default_model.hpp"
 #include "evaluate.hpp"
 #include "evaluation_source.hpp"
 
-#ifndef MVAR_DEFAULT_MODEL_DIR
-#define MVAR_DEFAULT_MODEL_DIR "models"
-#endif
 
 using namespace mvar;
 
@@ -142,7 +140,7 @@ int run(const cli::Args& args, const Context& ctx) {
   evaluation_cli::ModelRequest mr;
   mr.transformer = args.str("transformer");
   mr.vae = args.str("vae");
-  mr.default_model_dir = std::string(MVAR_DEFAULT_MODEL_DIR) + "/fashion_mnist";
+  if (mr.transformer.empty() && mr.vae.empty()) mr.default_model_dir = examples::default_model_dir().string();
   mr.model = args.str("model", "auto");
   if (args.has("mode")) mr.mode = args.choice("mode", "mvar", {"mvar", "var"}) == "var" ? Mode::Var : Mode::Mvar;
   mr.weights = args.choice("weights", "packed", {"inplace", "packed", "bf16", "int8"});

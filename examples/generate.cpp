@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cli_args.hpp"
+#include "default_model.hpp"
 #include "mvar/mvar.hpp"
 
 namespace fs = std::filesystem;
@@ -69,24 +70,6 @@ cli::Args make_args() {
       {"tokens", "FILE", "with --reconstruct: also write the image's token pyramid (safetensors idx.s0 … )", ""},
       {"quiet", "", "no progress lines", ""},
   });
-}
-
-/// The default model: $MVAR_MODEL_DIR, else share/mvar/models beside the binary's folder (the
-/// installed layout; the build tree mirrors it with a link), else models/ beside the binary.
-fs::path default_model_dir() {
-  std::vector<fs::path> tried;
-  if (const char* env = std::getenv("MVAR_MODEL_DIR"); env && *env) tried.emplace_back(env);
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    tried.push_back(exe.parent_path().parent_path() / "share" / "mvar" / "models");
-    tried.push_back(exe.parent_path() / "models");
-  }
-  for (const auto& d : tried)
-    if (fs::exists(d / "fashion_mnist" / "config.json", ec)) return d / "fashion_mnist";
-  std::string where;
-  for (const auto& d : tried) where += "\n  " + d.string();
-  throw mvar::Error(concat("the default model was not found; looked in:", where, "\n(set MVAR_MODEL_DIR, or give --transformer and --vae)"));
 }
 
 /// Everything the command line asks for, as typed values.
@@ -270,7 +253,7 @@ int run(const cli::Args& args) {
   if (q.default_model) {
     if (q.pipeline.model != "auto" && q.pipeline.model != "fashion_mnist")
       throw UsageError(concat("--model ", q.pipeline.model, " does not describe the default model (fashion_mnist); give --transformer and --vae for another model"));
-    const fs::path dir = default_model_dir();
+    const fs::path dir = examples::default_model_dir();
     q.pipeline.transformer = (dir / "mvar.safetensors").string();
     q.pipeline.vae = (dir / "vae.safetensors").string();
     default_dir = dir.string();
