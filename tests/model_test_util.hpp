@@ -17,19 +17,25 @@ namespace mvar::test {
 inline constexpr double kLogitAtol = 2e-4;   // logits, hidden states, LSE
 inline constexpr double kFhatAtol = 5e-5;    // f̂, next-scale inputs
 
+/// max(m, d) that keeps a NaN: std::max(m, NaN) returns m, so an error accumulated with it
+/// ignores NaN outputs and an all-NaN result would pass `err < tol`. Once either side is NaN the
+/// result is NaN, and every `err < tol` / `err <= tol` check on it fails.
+inline double nan_max(double m, double d) { return (std::isnan(m) || std::isnan(d)) ? NAN : (d > m ? d : m); }
+
+/// Largest |a − b|; NaN when any element of either side is NaN (a NaN must fail a comparison).
 inline double max_abs_diff(const float* a, const float* b, std::size_t n) {
   double m = 0;
-  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  for (std::size_t i = 0; i < n; ++i) m = nan_max(m, std::fabs(double(a[i]) - double(b[i])));
   return m;
 }
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() ? max_abs_diff(a.data(), b.data(), a.size()) : INFINITY;
 }
 
-/// log Σ exp over one row, in double.
+/// log Σ exp over one row, in double (NaN when the row holds a NaN).
 inline double logsumexp(const float* x, std::size_t n) {
   double m = -INFINITY;
-  for (std::size_t i = 0; i < n; ++i) m = std::max(m, double(x[i]));
+  for (std::size_t i = 0; i < n; ++i) m = nan_max(m, double(x[i]));
   double s = 0;
   for (std::size_t i = 0; i < n; ++i) s += std::exp(double(x[i]) - m);
   return m + std::log(s);

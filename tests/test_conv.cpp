@@ -11,6 +11,7 @@
 #include "mvar/core/parallel.hpp"
 #include "mvar/kernels/conv.hpp"
 #include "reference/vae_ref.hpp"
+#include "model_test_util.hpp"
 
 using mvar::PaddedImage;
 using mvar::TensorView;
@@ -84,7 +85,7 @@ double error_ratio(const Problem& p, const std::vector<float>& got, bool with_re
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double r = with_residual ? p.residual[i] : 0.0;
     const double bound = g * (mag[i] + std::abs(r)) + 1e-30;
-    worst = std::max(worst, std::abs(double(got[i]) - (want[i] + r)) / bound);
+    worst = mvar::test::nan_max(worst, std::abs(double(got[i]) - (want[i] + r)) / bound);
     if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
   }
   return worst;
@@ -155,7 +156,7 @@ double winograd_error_ratio(const Problem& p, const std::vector<float>& got, boo
             const std::size_t at = std::size_t((o * p.h + m * ty + a) * p.w + m * tx + b);
             const double r = with_residual ? p.residual[at] : 0.0;
             if (!std::isfinite(got[at])) return std::numeric_limits<double>::infinity();
-            worst = std::max(worst, std::abs(double(got[at]) - (want[at] + r)) / (g * (mag + std::abs(r)) + 1e-30));
+            worst = mvar::test::nan_max(worst, std::abs(double(got[at]) - (want[at] + r)) / (g * (mag + std::abs(r)) + 1e-30));
           }
       }
   return worst;

@@ -15,6 +15,7 @@
 
 #include "mvar/kernels/linear.hpp"
 #include "reference/linear_ref.hpp"
+#include "model_test_util.hpp"
 
 namespace {
 
@@ -60,7 +61,7 @@ void check(Problem& p, bool bf16 = false) {
       const double err = std::fabs(double(y(m, n)) - wv(m, n));
       const double tol = bf16 ? bf16_bound(p.K, sv(m, n)) : fp32_bound(p.K, sv(m, n));
       if (!(err <= tol)) ++bad;  // also catches NaN (unwritten)
-      worst = std::max(worst, err / std::max(tol, 1e-300));
+      worst = mvar::test::nan_max(worst, err / std::max(tol, 1e-300));
     }
   CAPTURE(worst);
   REQUIRE(bad == 0);

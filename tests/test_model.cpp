@@ -23,7 +23,8 @@ namespace {
 using Tiny = Transformer<presets::tiny>;
 
 // Runs the whole pyramid teacher-forced on the trace's own inputs x_in.s{s} and compares the
-// inputs we build, every block output, every row's log-sum-exp and the stored logit rows.
+// inputs we build, every block output, every row's log-sum-exp and the stored logit rows. The
+// run's labels, batch and CFG rows (2B, or B for MVAR at cfg = 1) come from its config.json.
 // What a reduced-precision run records beyond the tolerance checks: the worst logit error and,
 // for every stored logit row whose top-2 margin in the official logits exceeds 2·tol (so that no
 // error within tol can swap them), whether our argmax is the official one.
@@ -33,18 +34,21 @@ struct TraceStats {
 };
 
 template <class Trajectory>
-void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayout::InPlace, double tol = kLogitAtol,
+void check_trace(const std::string& model_kind, WeightLayout layout = WeightLayout::InPlace, double tol = kLogitAtol,
                  TraceStats* stats = nullptr) {
+  const test::FixtureRun run = test::fixture_run(model_kind);
+  REQUIRE(same_architecture(run.desc.arch, presets::tiny));  // the compiled model must be the set's
   const auto w = test::load_fixture("tiny.transformer.safetensors");
-  const auto tr = test::load_fixture(trace_name);
+  const auto tr = test::load_fixture(run.trace_file);
   Tiny model(w, layout);
   Trajectory traj(Tiny::config);
   ThreadPool pool(2);
   const auto labels64 = tr.at("labels").to_int();
-  const int B = int(labels64.size()), R = 2 * B;
-  std::vector<int> labels;
-  for (auto l : labels64) labels.push_back(int(l));
-  for (int b = 0; b < B; ++b) labels.push_back(presets::tiny.num_classes);
+  REQUIRE(labels64 == std::vector<std::int64_t>(run.labels.begin(), run.labels.end()));
+  const int B = run.batch(), R = run.rows();
+  std::vector<int> labels = run.labels;
+  if (run.cfg_doubled)
+    for (int b = 0; b < B; ++b) labels.push_back(presets::tiny.num_classes);
 
   const auto& pn = presets::tiny.patch_nums;
   Workspace ws(Tiny::conditioning_bytes(R) + Tiny::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
@@ -69,7 +73,7 @@ void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayo
         for (int t = 0; t < n; ++t)
           for (int c = 0; c < presets::tiny.cvae; ++c) z[std::size_t(t) * presets::tiny.cvae + c] = z_chw[(std::size_t(b) * presets::tiny.cvae + c) * n + t];
         model.embed_scale(pool, s, TensorView<const float, 2>(z.data(), {n, presets::tiny.cvae}), x.slice(0, b * n, (b + 1) * n));
-        std::memcpy(x.row((B + b) * n), x.row(b * n), sizeof(float) * std::size_t(n) * Tiny::C);
+        if (run.cfg_doubled) std::memcpy(x.row((B + b) * n), x.row(b * n), sizeof(float) * std::size_t(n) * Tiny::C);
       }
     }
     CHECK(test::max_abs_diff(x.data(), want_x.data(), want_x.size()) <= tol);
@@ -86,26 +90,31 @@ void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayo
     const auto lse = tr.at(concat("lse_raw.s", s)).to_float();  // (R, n)
     double worst = 0;
     for (int r = 0; r < R * n; ++r)
-      worst = std::max(worst, std::fabs(test::logsumexp(logits.row(r), Tiny::V) - lse[std::size_t(r)]));
+      worst = mvar::test::nan_max(worst, std::fabs(test::logsumexp(logits.row(r), Tiny::V) - lse[std::size_t(r)]));
     CHECK(worst <= tol);
     const auto tok = tr.at(concat("logit_tok.s", s)).to_int();
-    const auto lc = tr.at(concat("logits_cond.s", s)).to_float(), lu = tr.at(concat("logits_uncond.s", s)).to_float();
-    for (std::size_t i = 0; i < tok.size(); ++i) {
-      CHECK(test::max_abs_diff(logits.row(tok[i]), lc.data() + i * Tiny::V, Tiny::V) <= tol);
-      CHECK(test::max_abs_diff(logits.row(B * n + tok[i]), lu.data() + i * Tiny::V, Tiny::V) <= tol);
-      if (!stats) continue;
-      for (const auto& [ours, want] : {std::pair{logits.row(tok[i]), lc.data() + i * Tiny::V},
-                                       std::pair{logits.row(B * n + tok[i]), lu.data() + i * Tiny::V}}) {
-        stats->worst_logit = std::max(stats->worst_logit, test::max_abs_diff(ours, want, Tiny::V));
-        const int best = int(std::max_element(want, want + Tiny::V) - want);
-        float second = -std::numeric_limits<float>::infinity();
-        for (int v = 0; v < Tiny::V; ++v)
-          if (v != best) second = std::max(second, want[v]);
-        if (!(want[best] - second > 2 * tol)) continue;
-        ++stats->greedy_rows;
-        stats->greedy_same += int(std::max_element(ours, ours + Tiny::V) - ours) == best;
+    const auto lc = tr.at(concat("logits_cond.s", s)).to_float();  // (B, T, V)
+    REQUIRE(lc.size() == std::size_t(B) * tok.size() * Tiny::V);
+    REQUIRE((tr.find(concat("logits_uncond.s", s)) != nullptr) == run.cfg_doubled);
+    const auto lu = run.cfg_doubled ? tr.at(concat("logits_uncond.s", s)).to_float() : std::vector<float>{};
+    for (int b = 0; b < B; ++b)
+      for (std::size_t i = 0; i < tok.size(); ++i) {
+        const std::size_t at = (std::size_t(b) * tok.size() + i) * Tiny::V;
+        std::vector<std::pair<const float*, const float*>> rows{{logits.row(b * n + tok[i]), lc.data() + at}};
+        if (run.cfg_doubled) rows.emplace_back(logits.row((B + b) * n + tok[i]), lu.data() + at);
+        for (const auto& [ours, want] : rows) {
+          CHECK(test::max_abs_diff(ours, want, Tiny::V) <= tol);
+          if (!stats) continue;
+          stats->worst_logit = mvar::test::nan_max(stats->worst_logit, test::max_abs_diff(ours, want, Tiny::V));
+          const int best = int(std::max_element(want, want + Tiny::V) - want);
+          float second = -std::numeric_limits<float>::infinity();
+          for (int v = 0; v < Tiny::V; ++v)
+            if (v != best) second = std::max(second, want[v]);
+          if (!(want[best] - second > 2 * tol)) continue;
+          ++stats->greedy_rows;
+          stats->greedy_same += int(std::max_element(ours, ours + Tiny::V) - ours) == best;
+        }
       }
-    }
     ws.release(mark);
   }
 }
@@ -113,11 +122,11 @@ void check_trace(const std::string& trace_name, WeightLayout layout = WeightLayo
 }  // namespace
 
 TEST_CASE("MVAR transformer matches the official trace, teacher-forced", "[model][fixtures]") {
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors");
+  check_trace<ScaleMarkov>("mvar");
 }
 
 TEST_CASE("VAR transformer (KV cache) matches the official trace, teacher-forced", "[model][fixtures]") {
-  check_trace<FullPrefix>("var_tiny.trace.safetensors");
+  check_trace<FullPrefix>("var");
 }
 
 // bf16 weights and activations keep 8 significant bits: relative error ≈ 2⁻⁸ per product,
@@ -125,8 +134,8 @@ TEST_CASE("VAR transformer (KV cache) matches the official trace, teacher-forced
 // Hidden states and logits reach ≈ 10–14, so 0.25 absolute is ≈ 2 % of the largest value —
 // while a wrong layer (e.g. a swapped AdaLN chunk) moves them by O(1).
 TEST_CASE("MVAR and VAR with bf16-packed weights stay within the bf16 tolerance", "[model][fixtures][bf16]") {
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedBF16, 0.25);
-  check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedBF16, 0.25);
+  check_trace<ScaleMarkov>("mvar", WeightLayout::PackedBF16, 0.25);
+  check_trace<FullPrefix>("var", WeightLayout::PackedBF16, 0.25);
 }
 
 // int8 (PackedInt8): weights per output channel and activations per row on 255 levels — a step of
@@ -141,8 +150,8 @@ constexpr double kInt8Atol = 0.5;
 TEST_CASE("MVAR and VAR with int8 weights: within the int8 tolerance, same greedy tokens where margins allow",
           "[model][fixtures][int8]") {
   TraceStats mvar_stats, var_stats;
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedInt8, kInt8Atol, &mvar_stats);
-  check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedInt8, kInt8Atol, &var_stats);
+  check_trace<ScaleMarkov>("mvar", WeightLayout::PackedInt8, kInt8Atol, &mvar_stats);
+  check_trace<FullPrefix>("var", WeightLayout::PackedInt8, kInt8Atol, &var_stats);
   for (const TraceStats* st : {&mvar_stats, &var_stats}) {
     CAPTURE(st->worst_logit, st->greedy_rows, st->greedy_same);
     CHECK(st->worst_logit > 0);  // the int8 path ran
@@ -176,7 +185,7 @@ TEST_CASE("bf16 layout packs the AdaLN projections as bf16 too", "[model][bf16]"
   double worst = 0, mag = 0;
   for (std::ptrdiff_t r = 0; r < ca.ada.extent(0); ++r)
     for (std::ptrdiff_t j = 0; j < ca.ada.extent(1); ++j) {
-      worst = std::max(worst, double(std::fabs(ca.ada(r, j) - cb.ada(r, j))));
+      worst = mvar::test::nan_max(worst, double(std::fabs(ca.ada(r, j) - cb.ada(r, j))));
       mag = std::max(mag, double(std::fabs(ca.ada(r, j))));
     }
   CAPTURE(worst, mag);
@@ -198,8 +207,8 @@ TEST_CASE("bf16 layout packs the AdaLN projections as bf16 too", "[model][bf16]"
 }
 
 TEST_CASE("MVAR and VAR with fp32-packed weights match the traces at fp32 tolerance", "[model][fixtures]") {
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors", WeightLayout::PackedF32);
-  check_trace<FullPrefix>("var_tiny.trace.safetensors", WeightLayout::PackedF32);
+  check_trace<ScaleMarkov>("mvar", WeightLayout::PackedF32);
+  check_trace<FullPrefix>("var", WeightLayout::PackedF32);
 }
 
 TEST_CASE("ModelConfig: presets, parameter counts, validation", "[model][config]") {

@@ -10,6 +10,7 @@
 
 #include "fixtures_path.hpp"
 #include "mvar/model/quantizer.hpp"
+#include "model_test_util.hpp"
 
 using mvar::TensorView;
 
@@ -34,7 +35,7 @@ mvar::TensorStore make_store(const std::vector<std::pair<std::string, std::pair<
 
 double max_abs_diff(const float* a, const float* b, std::size_t n) {
   double m = 0;
-  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+  for (std::size_t i = 0; i < n; ++i) m = mvar::test::nan_max(m, std::abs(double(a[i]) - double(b[i])));
   return m;
 }
 
@@ -88,37 +89,45 @@ TEST_CASE("Phi through add_scale at the last scale == units phi.out", "[model][q
 
 TEST_CASE("VQ stage teacher-forced through the traces: f̂ and next input at every scale", "[model][quantizer][fixture]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
-  const mvar::VectorQuantizer q(vae, kPatchNums, mvar::VaeConfig::tiny());
-  REQUIRE(q.num_scales() == 10);
-  REQUIRE(q.latent_side() == 16);
   const int threads = GENERATE(1, 2);
   mvar::ThreadPool pool(threads);
-  mvar::Workspace ws(q.workspace_bytes());
-  for (const char* trace_name : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
-    SECTION(trace_name) {
-      const auto trace = mvar::test::load_fixture(trace_name);
-      std::vector<float> fhat(32 * 16 * 16, 0.f);
-      const TensorView<float, 3> fv(fhat.data(), {32, 16, 16});
-      for (int s = 0; s < 10; ++s) {
-        CAPTURE(trace_name, s);
-        const int pn = kPatchNums[std::size_t(s)];
-        const auto idx = trace.at(mvar::concat("idx.s", s)).to_int();
-        REQUIRE(idx.size() == std::size_t(pn * pn));
-        const std::vector<std::int32_t> tokens(idx.begin(), idx.end());
-        q.add_scale(pool, s, tokens, fv, ws);
-        const auto want = trace.at(mvar::concat("fhat.s", s)).to_float();
-        REQUIRE(max_abs_diff(fhat.data(), want.data(), fhat.size()) <= kFhatTol);
-        if (s == 9) break;
-        const int pn1 = kPatchNums[std::size_t(s + 1)];
-        std::vector<float> next(std::size_t(pn1 * pn1 * 32));
-        q.area_tokens(s + 1, fv, TensorView<float, 2>(next.data(), {pn1 * pn1, 32}));
-        const auto want_next = trace.at(mvar::concat("next_in.s", s)).to_float();  // [1, 32, pn1, pn1]
-        REQUIRE(want_next.size() == next.size());
-        double m = 0;
-        for (int t = 0; t < pn1 * pn1; ++t)
-          for (int c = 0; c < 32; ++c)
-            m = std::max(m, std::abs(double(next[std::size_t(t * 32 + c)]) - want_next[std::size_t(c * pn1 * pn1 + t)]));
-        REQUIRE(m <= kFhatTol);
+  for (const char* kind : {"var", "mvar"}) {
+    SECTION(kind) {
+      // Scales, sizes, batch and file from the run's config.json (any fixture set of this format).
+      const mvar::test::FixtureRun run = mvar::test::fixture_run(kind);
+      const std::vector<int> pns = run.patch_nums();
+      const mvar::VectorQuantizer q(vae, pns, run.desc.vae);
+      const int E = q.cvae(), P = q.latent_side(), S = q.num_scales(), B = run.batch();
+      mvar::Workspace ws(q.workspace_bytes());
+      const auto trace = mvar::test::load_fixture(run.trace_file);
+      std::vector<float> fhat(std::size_t(B) * E * P * P, 0.f);
+      for (int s = 0; s < S; ++s) {
+        CAPTURE(kind, s);
+        const int pn = pns[std::size_t(s)], n = pn * pn;
+        const auto idx = trace.at(mvar::concat("idx.s", s)).to_int();  // [B, n]
+        REQUIRE(idx.size() == std::size_t(B) * n);
+        const auto want = trace.at(mvar::concat("fhat.s", s)).to_float();  // [B, E, P, P]
+        REQUIRE(want.size() == fhat.size());
+        const auto want_next = s + 1 < S ? trace.at(mvar::concat("next_in.s", s)).to_float() : std::vector<float>{};
+        for (int b = 0; b < B; ++b) {
+          CAPTURE(b);
+          float* fb = fhat.data() + std::size_t(b) * E * P * P;
+          const TensorView<float, 3> fv(fb, {E, P, P});
+          const std::vector<std::int32_t> tokens(idx.begin() + std::ptrdiff_t(b) * n, idx.begin() + std::ptrdiff_t(b + 1) * n);
+          q.add_scale(pool, s, tokens, fv, ws);
+          REQUIRE(max_abs_diff(fb, want.data() + std::size_t(b) * E * P * P, std::size_t(E) * P * P) <= kFhatTol);
+          if (s + 1 == S) continue;
+          const int pn1 = pns[std::size_t(s + 1)], n1 = pn1 * pn1;
+          std::vector<float> next(std::size_t(n1) * E);
+          q.area_tokens(s + 1, fv, TensorView<float, 2>(next.data(), {n1, E}));
+          REQUIRE(want_next.size() == std::size_t(B) * n1 * E);  // [B, E, pn1, pn1]
+          const float* wn = want_next.data() + std::size_t(b) * n1 * E;
+          double m = 0;
+          for (int t = 0; t < n1; ++t)
+            for (int c = 0; c < E; ++c)
+              m = mvar::test::nan_max(m, std::abs(double(next[std::size_t(t * E + c)]) - wn[std::size_t(c * n1 + t)]));
+          REQUIRE(m <= kFhatTol);
+        }
       }
     }
   }
@@ -126,17 +135,21 @@ TEST_CASE("VQ stage teacher-forced through the traces: f̂ and next input at eve
 
 TEST_CASE("VQ stage gives identical bits for 1, 2 and 5 threads", "[model][quantizer]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
-  const auto trace = mvar::test::load_fixture("var_tiny.trace.safetensors");
-  const mvar::VectorQuantizer q(vae, kPatchNums, mvar::VaeConfig::tiny());
+  const mvar::test::FixtureRun run = mvar::test::fixture_run("var");
+  const auto trace = mvar::test::load_fixture(run.trace_file);
+  const mvar::VectorQuantizer q(vae, run.patch_nums(), run.desc.vae);
+  const int E = q.cvae(), P = q.latent_side();
   std::vector<std::vector<float>> results;
   for (int threads : {1, 2, 5}) {
     mvar::ThreadPool pool(threads);
     mvar::Workspace ws(q.workspace_bytes());
-    std::vector<float> fhat(32 * 16 * 16, 0.f);
-    for (int s = 0; s < 10; ++s) {
+    std::vector<float> fhat(std::size_t(E) * P * P, 0.f);
+    for (int s = 0; s < q.num_scales(); ++s) {
       const auto idx = trace.at(mvar::concat("idx.s", s)).to_int();
-      const std::vector<std::int32_t> tokens(idx.begin(), idx.end());
-      q.add_scale(pool, s, tokens, TensorView<float, 3>(fhat.data(), {32, 16, 16}), ws);
+      const std::size_t n = std::size_t(q.patch_num(s)) * std::size_t(q.patch_num(s));
+      REQUIRE(idx.size() >= n);
+      const std::vector<std::int32_t> tokens(idx.begin(), idx.begin() + std::ptrdiff_t(n));  // image 0
+      q.add_scale(pool, s, tokens, TensorView<float, 3>(fhat.data(), {E, P, P}), ws);
     }
     results.push_back(fhat);
   }

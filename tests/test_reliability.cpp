@@ -570,7 +570,7 @@ struct TinyFixtureModel {
   mvar::TensorStore w = mvar::test::load_fixture("tiny.transformer.safetensors");
   mvar::TensorStore vae = mvar::test::load_fixture("tiny.vae.safetensors");
   TinyModel model{w};
-  mvar::VectorQuantizer quant{vae, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, 32, 4096};
+  mvar::VectorQuantizer quant{vae, mvar::test::fixture_run("mvar").patch_nums(), mvar::test::fixture_run("mvar").desc.vae};
 };
 
 TinyFixtureModel& fixture_model() {

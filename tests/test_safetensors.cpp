@@ -62,8 +62,10 @@ TEST_CASE("safetensors: write then read back every dtype", "[io][safetensors]") 
 }
 
 TEST_CASE("safetensors: the fixture files open and validate", "[io][safetensors][fixtures]") {
-  for (const char* f : {"tiny.transformer.safetensors", "tiny.vae.safetensors", "units.safetensors",
-                        "var_tiny.trace.safetensors", "mvar_tiny.greedy.safetensors"}) {
+  for (const std::string& f : {std::string("tiny.transformer.safetensors"), std::string("tiny.vae.safetensors"),
+                               std::string("units.safetensors"), mvar::test::fixture_run("var").trace_file,
+                               mvar::test::fixture_run("var").greedy_file, mvar::test::fixture_run("mvar").trace_file,
+                               mvar::test::fixture_run("mvar").greedy_file}) {
     CAPTURE(f);
     auto st = mvar::test::load_fixture(f);
     REQUIRE(st.size() > 0);

@@ -24,7 +24,7 @@ struct TinySetup {
   TensorStore w = test::load_fixture("tiny.transformer.safetensors");
   TensorStore vae = test::load_fixture("tiny.vae.safetensors");
   Tiny model{w};
-  VectorQuantizer quant{vae, {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}, 32, 4096};
+  VectorQuantizer quant{vae, test::fixture_run("mvar").patch_nums(), test::fixture_run("mvar").desc.vae};
 };
 
 TinySetup& setup() {
@@ -38,35 +38,48 @@ std::vector<int> labels_of(const TensorStore& st) {
   return l;
 }
 
+// The greedy run uses the run's labels and cfg with top_k = 1 and top_p off (fixtures README).
 template <class Trajectory>
-void check_greedy(const std::string& file, int threads) {
+void check_greedy(const std::string& model_kind, int threads) {
   auto& S = setup();
-  const auto gr = test::load_fixture(file);
+  const test::FixtureRun run = test::fixture_run(model_kind);
+  REQUIRE(same_architecture(run.desc.arch, presets::tiny));
+  const auto gr = test::load_fixture(run.greedy_file);
+  REQUIRE(labels_of(gr) == run.labels);
   ThreadPool pool(threads);
   Trajectory traj(Tiny::config);
   SampleOptions o;
-  o.cfg = 1.5f;
+  o.cfg = run.cfg;
   o.top_k = 1;
   o.top_p = 1.0f;
   const auto g = sample(pool, S.model, S.quant, traj, labels_of(gr), o);
-  for (int s = 0; s < 10; ++s) {
+  REQUIRE(int(g.tokens.size()) == run.scales());
+  for (int s = 0; s < run.scales(); ++s) {
     CAPTURE(s);
     const auto want = gr.at(concat("idx.s", s)).to_int();
     REQUIRE(g.tokens[std::size_t(s)].size() == want.size());
     for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(g.tokens[std::size_t(s)][i] == want[i]);
   }
-  const auto fhat = gr.at("fhat.s9").to_float();
+  const auto fhat = gr.at(concat("fhat.s", run.scales() - 1)).to_float();
+  REQUIRE(fhat.size() == g.fhat.size());
   CHECK(test::max_abs_diff(g.fhat.data(), fhat.data(), fhat.size()) <= test::kFhatAtol);
 }
 
 // Teacher-forced along the sampling trace: the drawn tokens are replaced by the trace's.
 template <class Trajectory>
-void check_trace(const std::string& file) {
+void check_trace(const std::string& model_kind) {
   auto& S = setup();
-  const auto tr = test::load_fixture(file);
+  const test::FixtureRun run = test::fixture_run(model_kind);
+  REQUIRE(same_architecture(run.desc.arch, presets::tiny));
+  const auto tr = test::load_fixture(run.trace_file);
+  REQUIRE(labels_of(tr) == run.labels);
   ThreadPool pool(2);
   Trajectory traj(Tiny::config);
-  SampleOptions o;  // cfg 1.5, top_k 900, top_p 0.96 as the trace
+  SampleOptions o;  // the run's settings (its config.json); the drawn tokens are forced below
+  o.cfg = run.cfg;
+  o.top_k = run.top_k;
+  o.top_p = run.top_p;
+  o.seed = run.seed;
   o.force_tokens = [&](int s, std::span<std::int32_t> tok) {
     const auto want = tr.at(concat("idx.s", s)).to_int();
     REQUIRE(want.size() == tok.size());
@@ -76,36 +89,38 @@ void check_trace(const std::string& file) {
   o.on_guided = [&](int s, TensorView<const float, 2> g) {
     CAPTURE(s);
     const auto lse = tr.at(concat("lse_mixed.s", s)).to_float();
+    REQUIRE(lse.size() == std::size_t(g.extent(0)));
     double worst = 0;
     for (std::ptrdiff_t r = 0; r < g.extent(0); ++r)
-      worst = std::max(worst, std::fabs(test::logsumexp(g.row(r), std::size_t(g.extent(1))) - lse[std::size_t(r)]));
+      worst = mvar::test::nan_max(worst, std::fabs(test::logsumexp(g.row(r), std::size_t(g.extent(1))) - lse[std::size_t(r)]));
     CHECK(worst <= test::kLogitAtol);
     ++guided_checked;
   };
   o.on_fhat = [&](int s, TensorView<const float, 4> f) {
     CAPTURE(s);
     const auto want = tr.at(concat("fhat.s", s)).to_float();
+    REQUIRE(want.size() == std::size_t(f.size()));
     CHECK(test::max_abs_diff(f.data(), want.data(), want.size()) <= test::kFhatAtol);
     ++fhat_checked;
   };
   sample(pool, S.model, S.quant, traj, labels_of(tr), o);
-  REQUIRE(guided_checked == 10);
-  REQUIRE(fhat_checked == 10);
+  REQUIRE(guided_checked == run.scales());
+  REQUIRE(fhat_checked == run.scales());
 }
 
 }  // namespace
 
 TEST_CASE("MVAR greedy pyramid equals the official one exactly", "[sampler][fixtures]") {
-  check_greedy<ScaleMarkov>("mvar_tiny.greedy.safetensors", 2);
+  check_greedy<ScaleMarkov>("mvar", 2);
 }
 TEST_CASE("VAR greedy pyramid equals the official one exactly", "[sampler][fixtures]") {
-  check_greedy<FullPrefix>("var_tiny.greedy.safetensors", 2);
+  check_greedy<FullPrefix>("var", 2);
 }
 TEST_CASE("MVAR sampling trace: guided logits and f̂ after every scale, teacher-forced", "[sampler][fixtures]") {
-  check_trace<ScaleMarkov>("mvar_tiny.trace.safetensors");
+  check_trace<ScaleMarkov>("mvar");
 }
 TEST_CASE("VAR sampling trace: guided logits and f̂ after every scale, teacher-forced", "[sampler][fixtures]") {
-  check_trace<FullPrefix>("var_tiny.trace.safetensors");
+  check_trace<FullPrefix>("var");
 }
 
 TEST_CASE("Same seed → same tokens for 1, 2 and 3 threads and any batch composition", "[sampler][determinism]") {

@@ -103,16 +103,23 @@ TEST_CASE("the categorical draw follows softmax(logits)", "[sampling][statistics
 }
 
 TEST_CASE("CFG mix reproduces the traces' guided logits bit for bit", "[sampling][fixtures]") {
-  for (const char* trace : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
-    CAPTURE(trace);
-    const auto tr = test::load_fixture(trace);
-    for (int s = 0; s < 10; ++s) {
+  for (const char* kind : {"var", "mvar"}) {
+    const test::FixtureRun run = test::fixture_run(kind);  // cfg, scales and CFG rows from its config.json
+    CAPTURE(kind, run.cfg);
+    const auto tr = test::load_fixture(run.trace_file);
+    const int S = run.scales();
+    for (int s = 0; s < S; ++s) {
       CAPTURE(s);
       const auto c = tr.at(concat("logits_cond.s", s)).to_float();
-      const auto u = tr.at(concat("logits_uncond.s", s)).to_float();
       const auto want = tr.at(concat("logits_mixed.s", s)).to_float();
+      if (!run.cfg_doubled) {  // MVAR at cfg = 1: no unconditional half, the guided logits are the conditional ones
+        REQUIRE(tr.find(concat("logits_uncond.s", s)) == nullptr);
+        REQUIRE(c == want);
+        continue;
+      }
+      const auto u = tr.at(concat("logits_uncond.s", s)).to_float();
       std::vector<float> got(c.size());
-      cfg_mix(c, u, cfg_weight(1.5f, s, 10), got);
+      cfg_mix(c, u, cfg_weight(run.cfg, s, S), got);
       REQUIRE(got == want);
     }
   }

@@ -14,6 +14,7 @@
 #include "mvar/io/rgb.hpp"
 #include "mvar/model/vqvae.hpp"
 #include "reference/vae_ref.hpp"
+#include "model_test_util.hpp"
 
 using mvar::TensorView;
 
@@ -31,9 +32,11 @@ struct Decoded {
   std::vector<std::uint8_t> u8;
 };
 
-Decoded decode_trace(const mvar::VqvaeDecoder& dec, const mvar::TensorStore& trace, int threads) {
-  const auto fhat = trace.at("fhat.s9").to_float();
-  REQUIRE(fhat.size() == 32 * 16 * 16);
+// Decodes image `b` of the trace's final f̂ [B, 32, 16, 16] (the fixture format's last scale).
+Decoded decode_trace(const mvar::VqvaeDecoder& dec, const mvar::TensorStore& trace, int threads, int b = 0) {
+  const auto all = trace.at("fhat.s9").to_float();
+  REQUIRE(all.size() >= std::size_t(b + 1) * 32 * 16 * 16);
+  const std::vector<float> fhat(all.begin() + std::ptrdiff_t(b) * 32 * 16 * 16, all.begin() + std::ptrdiff_t(b + 1) * 32 * 16 * 16);
   mvar::ThreadPool pool(threads);
   mvar::Workspace ws(dec.workspace_bytes(16));
   Decoded d{std::vector<float>(3 * 256 * 256), std::vector<std::uint8_t>(256 * 256 * 3)};
@@ -55,26 +58,32 @@ TEST_CASE("tiny VQVAE decoder reproduces img_dec and img_u8 of both traces", "[m
   CAPTURE(winograd);
   const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny(), mvar::VqvaeDecoder::Options{winograd});
   REQUIRE(dec.image_side(16) == 256);
-  for (const char* name : {"var_tiny.trace.safetensors", "mvar_tiny.trace.safetensors"}) {
-    SECTION(name) {
-      const auto trace = mvar::test::load_fixture(name);
-      const auto d = decode_trace(dec, trace, 2);
-      const auto want = trace.at("img_dec").to_float();
-      REQUIRE(want.size() == d.img.size());
-      double m = 0;
-      for (std::size_t i = 0; i < want.size(); ++i) m = std::max(m, std::abs(double(d.img[i]) - want[i]));
-      CAPTURE(m);
-      REQUIRE(m <= kImgTol);
-      const auto want_u8 = trace.at("img_u8").to_int();  // [1, 256, 256, 3] HWC
-      REQUIRE(want_u8.size() == d.u8.size());
-      std::size_t off = 0;
-      for (std::size_t i = 0; i < want_u8.size(); ++i) {
-        const auto diff = std::abs(std::int64_t(d.u8[i]) - want_u8[i]);
-        REQUIRE(diff <= 1);
-        off += diff != 0;
+  for (const char* kind : {"var", "mvar"}) {
+    SECTION(kind) {
+      const mvar::test::FixtureRun run = mvar::test::fixture_run(kind);  // file and batch from its config.json
+      const auto trace = mvar::test::load_fixture(run.trace_file);
+      const auto want_all = trace.at("img_dec").to_float();       // [B, 3, 256, 256]
+      const auto want_u8_all = trace.at("img_u8").to_int();       // [B, 256, 256, 3] HWC
+      REQUIRE(want_all.size() == std::size_t(run.batch()) * 3 * 256 * 256);
+      REQUIRE(want_u8_all.size() == want_all.size());
+      for (int b = 0; b < run.batch(); ++b) {
+        CAPTURE(b);
+        const auto d = decode_trace(dec, trace, 2, b);
+        const float* want = want_all.data() + std::size_t(b) * d.img.size();
+        const std::int64_t* want_u8 = want_u8_all.data() + std::size_t(b) * d.u8.size();
+        double m = 0;
+        for (std::size_t i = 0; i < d.img.size(); ++i) m = mvar::test::nan_max(m, std::abs(double(d.img[i]) - want[i]));
+        CAPTURE(m);
+        REQUIRE(m <= kImgTol);
+        std::size_t off = 0;
+        for (std::size_t i = 0; i < d.u8.size(); ++i) {
+          const auto diff = std::abs(std::int64_t(d.u8[i]) - want_u8[i]);
+          REQUIRE(diff <= 1);
+          off += diff != 0;
+        }
+        CAPTURE(off);
+        REQUIRE(double(off) <= kU8MaxOffFraction * double(d.u8.size()));
       }
-      CAPTURE(off);
-      REQUIRE(double(off) <= kU8MaxOffFraction * double(want_u8.size()));
     }
   }
 }
@@ -86,10 +95,10 @@ TEST_CASE("VQVAE decoder: the Winograd form really runs and stays close to the d
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
   const mvar::VqvaeDecoder wino(vae, mvar::VaeConfig::tiny(), {true, mvar::Precision::F32, large}),
       direct(vae, mvar::VaeConfig::tiny(), {false});
-  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
+  const auto trace = mvar::test::load_fixture(mvar::test::fixture_run("mvar").trace_file);
   const auto a = decode_trace(wino, trace, 2), b = decode_trace(direct, trace, 2);
   double m = 0;
-  for (std::size_t i = 0; i < a.img.size(); ++i) m = std::max(m, std::abs(double(a.img[i]) - b.img[i]));
+  for (std::size_t i = 0; i < a.img.size(); ++i) m = mvar::test::nan_max(m, std::abs(double(a.img[i]) - b.img[i]));
   CAPTURE(m);
   REQUIRE(m <= kImgTol);  // both are float32 orderings of the same sums
   REQUIRE(std::string(direct.conv_form()) == "direct");
@@ -127,12 +136,13 @@ TEST_CASE("VQVAE decoder: Winograd with bf16 products stays near the fixture", "
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
   const mvar::VqvaeDecoder f32(vae, mvar::VaeConfig::tiny()),
       bf16(vae, mvar::VaeConfig::tiny(), {true, mvar::Precision::BF16});
-  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
-  const auto d = decode_trace(bf16, trace, 2);
-  const auto want = trace.at("img_dec").to_float();
+  const auto trace = mvar::test::load_fixture(mvar::test::fixture_run("mvar").trace_file);
+  const auto d = decode_trace(bf16, trace, 2);  // image 0
+  const auto want_all = trace.at("img_dec").to_float();
+  const std::vector<float> want(want_all.begin(), want_all.begin() + std::ptrdiff_t(d.img.size()));
   double m = 0, sum = 0;
   for (std::size_t i = 0; i < want.size(); ++i) {
-    m = std::max(m, std::abs(double(d.img[i]) - want[i]));
+    m = mvar::test::nan_max(m, std::abs(double(d.img[i]) - want[i]));
     sum += std::abs(double(d.img[i]) - want[i]);
   }
   CAPTURE(m, sum / double(want.size()));
@@ -155,7 +165,7 @@ TEST_CASE("VQVAE decoder: Winograd with bf16 products stays near the fixture", "
 TEST_CASE("VQVAE decode gives identical bits for 1 and 3 threads", "[model][vqvae]") {
   const auto vae = mvar::test::load_fixture("tiny.vae.safetensors");
   const mvar::VqvaeDecoder dec(vae, mvar::VaeConfig::tiny());
-  const auto trace = mvar::test::load_fixture("mvar_tiny.trace.safetensors");
+  const auto trace = mvar::test::load_fixture(mvar::test::fixture_run("mvar").trace_file);
   const auto a = decode_trace(dec, trace, 1), b = decode_trace(dec, trace, 3);
   REQUIRE(std::memcmp(a.img.data(), b.img.data(), a.img.size() * sizeof(float)) == 0);
 }
@@ -250,7 +260,7 @@ TEST_CASE("VqvaeDecoder == float64 reference decoder for other configurations", 
     double scale = 0, err = 0;
     for (std::size_t j = 0; j < rgb.size(); ++j) {
       scale = std::max(scale, std::abs(want.v[j]));
-      err = std::max(err, std::abs(rgb[j] - want.v[j]));
+      err = mvar::test::nan_max(err, std::abs(rgb[j] - want.v[j]));
     }
     CAPTURE(err, scale);
     REQUIRE(scale > 0.1);  // the comparison is not vacuous

@@ -86,6 +86,12 @@ class VectorQuantizer {
       w[k] = check.get(p + "weight", {cvae, cvae, 3, 3});
       b[k] = check.get(p + "bias", {cvae});
     }
+    for (const TensorRef* t : {emb})
+      if (t) check.check_finite(*t);
+    for (int k = 0; k < n_phi; ++k) {
+      if (w[k]) check.check_finite(*w[k]);
+      if (b[k]) check.check_finite(*b[k]);
+    }
     check.throw_if_any();
     codebook_ = emb->to_float();
     codebook_t_ = Buffer<float>(std::size_t(cvae) * std::size_t(padded_vocab()));

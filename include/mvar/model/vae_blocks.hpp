@@ -76,6 +76,8 @@ class VaeBinder {
     const TensorRef* w = get(prefix + ".weight", {c});
     const TensorRef* b = get(prefix + ".bias", {c});
     if (!w || !b || check_only_) return {};
+    check_.check_finite(*w);  // reported by finish(), naming the file
+    check_.check_finite(*b);
     return {w->to_float(), b->to_float()};
   }
   VaeResnetBlock resnet(const std::string& prefix, std::int64_t cin, std::int64_t cout) {
@@ -114,6 +116,8 @@ class VaeBinder {
     const TensorRef* w = get(prefix + ".weight", {co, ci, k, k});
     const TensorRef* b = get(prefix + ".bias", {co});
     if (!w || !b || check_only_) return {};
+    check_.check_finite(*w);  // reported by finish(), naming the file
+    check_.check_finite(*b);
     const std::vector<float> bf = b->to_float();
     // float32 in the file (aligned): packed straight from the mapped bytes, else via a copy.
     std::vector<float> wf;

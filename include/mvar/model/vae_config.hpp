@@ -4,11 +4,13 @@
 // is collected, then reported in one mvar::Error).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "mvar/core/error.hpp"
+#include "mvar/io/dtype.hpp"
 #include "mvar/io/tensor_store.hpp"
 
 namespace mvar {
@@ -72,6 +74,19 @@ class WeightChecker {
       return nullptr;
     }
     return t;
+  }
+  /// Notes the first NaN/±Inf of a float tensor (VQVAE weights are read in full when bound, so
+  /// the scan costs one pass; a non-finite weight would otherwise surface later as "non-finite
+  /// logits" or an undefined float → byte conversion, without naming this file).
+  void check_finite(const TensorRef& t) {
+    const std::size_t n = static_cast<std::size_t>(t.numel());
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = load_as_float(t.data, t.dtype, i);
+      if (!std::isfinite(v)) {
+        problems_.push_back(concat("'", t.name, "' holds ", v, " at element ", i, " (NaN/Inf in the weights)"));
+        return;
+      }
+    }
   }
   /// Notes a problem found by the caller (e.g. an unexpected tensor).
   void note(std::string problem) { problems_.push_back(std::move(problem)); }
