@@ -125,7 +125,7 @@ class Buffer {
   }
   // Faults the mapping in now, in one call (MADV_POPULATE_WRITE, Linux ≥ 5.14; a write per page
   // elsewhere), as the memset of a malloc'd block would: faulting 4 KiB pages one by one while a
-  // kernel runs measured ten times slower here (a 178 MB K/V cache: 130 ms vs 15 ms).
+  // kernel runs is far slower (docs/performance.md, "Measured design choices").
   static void populate(void* p, std::size_t bytes) {
 #if defined(MADV_POPULATE_WRITE)
     if (::madvise(p, bytes, MADV_POPULATE_WRITE) == 0) return;

@@ -89,9 +89,8 @@ class ThreadPool {
   /// Spins (with a pause hint) until pred() or about kSpinMicros have passed, then the caller
   /// blocks. Kernels run back to back, so a worker that has just finished is often needed again
   /// within microseconds, and waking a sleeping thread costs tens of microseconds in a VM. The
-  /// spin is short on purpose: measured on MVAR/VAR-d16 (2 threads), 200 µs made generation 5–15 %
-  /// slower than not spinning (a busy-waiting core takes clock headroom from the working one),
-  /// 20 µs was as fast as or slightly faster than not spinning.
+  /// spin is short on purpose: a busy-waiting core takes clock headroom from the working one, so a
+  /// long spin slows generation (docs/performance.md, "Measured design choices").
   template <class Pred>
   static bool spin_until(Pred pred) {
     constexpr auto kSpinMicros = std::chrono::microseconds(20);

@@ -348,7 +348,7 @@ inline void gemm_panels(const float* x, std::ptrdiff_t ldx, std::ptrdiff_t M, st
   if (!bpacked) {
     // Cold W read as NR interleaved 128-byte runs is slow (too many streams for the hardware
     // prefetcher); one sequential pass over a panel's NR rows first brings them into L2 at
-    // stream speed (measured: 530 → 370 µs per 4 MB packed, one core). Per panel, not per
+    // stream speed (docs/performance.md, "Measured design choices"). Per panel, not per
     // chunk: a whole chunk's rows (up to 1.5 MB for N = 6144) would not fit L2.
     float* scratch = thread_scratch(1, std::size_t(K * NR * (p1 - p0)));
     for (std::ptrdiff_t p = p0; p < p1; ++p) {

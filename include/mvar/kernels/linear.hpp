@@ -35,10 +35,9 @@
 namespace mvar {
 
 namespace detail {
-/// Rows up to which linear() streams W in place; above, packing W per call pays off. Measured on
-/// the d16 shapes (one core, docs/performance_gemm.md): streaming beats pack-per-call + GEMM up to
-/// M = 200 (packing cold W costs ~0.3–0.4 ms per 4 MB), loses from M ≈ 338 on. PackedLinear,
-/// which packs at load time, beats both from M ≈ 8 on.
+/// Rows up to which linear() streams W in place; above, packing W per call pays off (the
+/// crossover on the d16 shapes: docs/performance_gemm.md). PackedLinear, which packs at load
+/// time, beats both from a few rows on.
 inline constexpr std::ptrdiff_t kStreamMaxRows = 256;
 }  // namespace detail
 

@@ -108,8 +108,7 @@ struct WindowKeys {
 /// Query tile of one parallel chunk (shrunk until its key region fits the packing buffer). 4×8
 /// with k = 7 touches ≤ 10×14 keys (70 KiB of K and V at head_dim 64, L2-resident; each key is
 /// packed ≈ 4 times per pass, < 2 % of the FLOPs) and gives 2·16·4·2 = 256 chunks at the model's
-/// 16×16 grid with batch 2 and 16 heads. Measured on the loaded 2-core Zen 5: 4×8 ≈ 4×16 within
-/// noise at 13×13 and ≈ 5 % faster at 16×16; 4×4 and 2×8 slower (more packing per query).
+/// 16×16 grid with batch 2 and 16 heads. Other tiles: docs/performance.md, "Measured design choices".
 inline constexpr std::ptrdiff_t kTileRows = 4, kTileCols = 8;
 
 }  // namespace detail

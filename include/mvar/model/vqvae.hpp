@@ -60,7 +60,7 @@ class VqvaeDecoder {
     /// memory (+24 MiB for the official decoder), and about 7× F(2×2)'s rounding error (still
     /// ≈ 1e-5 of the output's scale). Wider layers keep F(2×2): their F(4×4) filters and scratch
     /// (36 planes of products) outgrow the caches; so do narrower images (a 16-tile group spans
-    /// 64 columns: at 32 px F(4×4) measured 2× slower).
+    /// 64 columns; docs/performance.md, "Measured design choices").
     bool large_tiles = true;
     /// The latent side P the decoder will mostly decode (the model's last patch_nums entry; 16 for
     /// the official models): it fixes which layers run at ≥ 64 px for large_tiles. Decoding another
@@ -111,9 +111,8 @@ class VqvaeDecoder {
     bind.finish({"decoder.", "post_quant_conv."});
     if (opts.winograd && !check_only) {
       // The top level (the latent side, 16 px for the official VAE) only with bf16 products: in
-      // fp32 the Winograd form measured no faster than the direct kernel there (640 channels at
-      // 16 px: four tile groups in two panels, and 26 MB of transformed filters streamed per
-      // panel), with bf16 it is 1.8× faster.
+      // fp32 the Winograd form is no faster than the direct kernel there (few tile groups, large
+      // transformed filters streamed per panel; docs/performance.md, "Measured design choices").
       const bool top = opts.precision == Precision::BF16;
       // side: the layer's image side at opts.latent_side (level L runs at P·2^(levels−1−L)).
       auto wino = [&](Conv2d& c, index side) { detail::vae_enable_winograd(c, side, opts.precision, opts.large_tiles); };
