@@ -252,7 +252,7 @@ TEST_CASE("Weight binding is strict and lists every problem", "[model][binding]"
   } catch (const Error& e) {
     const std::string msg = e.what();
     CHECK_THAT(msg, Catch::Contains("3 problem(s)"));
-    CHECK_THAT(msg, Catch::Contains("missing 'blocks.1.ffn.fc2.bias' (128,)"));
+    CHECK_THAT(msg, Catch::Contains("missing 'blocks.1.ffn.fc2.bias' (expected shape (128,))"));
     CHECK_THAT(msg, Catch::Contains("'head.bias' has shape (4095,), expected (4096,)"));
     CHECK_THAT(msg, Catch::Contains("unexpected tensor 'blocks.0.attn.extra'"));
   }

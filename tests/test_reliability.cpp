@@ -476,7 +476,7 @@ TEST_CASE("reliability: checkpoints that do not match the model are refused at l
   SECTION("missing tensor") {
     const auto bad = edited_store(st, [](const mvar::TensorRef& t) { return t.name != "blocks.1.attn.proj.weight"; });
     REQUIRE_THAT(bind_error(bad), Catch::Contains("edited.safetensors") && Catch::Contains("1 problem(s)") &&
-                                      Catch::Contains("missing 'blocks.1.attn.proj.weight' (128, 128)"));
+                                      Catch::Contains("missing 'blocks.1.attn.proj.weight' (expected shape (128, 128))"));
   }
   SECTION("extra tensor") {
     mvar::TensorRef extra = *st.find("head.bias");

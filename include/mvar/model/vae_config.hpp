@@ -1,7 +1,6 @@
 // mvar/model/vae_config.hpp — VaeConfig: the sizes of the VQVAE's quantizer and decoder (SPEC §2.1),
-// with presets for the official `vae_ch160v4096z32` and for the tiny model of the test fixtures;
-// and the weight checker both the quantizer and the decoder bind through (every problem of a file
-// is collected, then reported in one mvar::Error).
+// with presets for the official `vae_ch160v4096z32` and for the tiny model of the test fixtures.
+// Binding goes through detail::WeightChecker (model/weight_checker.hpp), as every binder does.
 #pragma once
 
 #include <cmath>
@@ -12,6 +11,7 @@
 #include "mvar/core/error.hpp"
 #include "mvar/io/dtype.hpp"
 #include "mvar/io/tensor_store.hpp"
+#include "mvar/model/weight_checker.hpp"
 
 namespace mvar {
 
@@ -50,59 +50,4 @@ struct VaeConfig {
   }
 };
 
-namespace detail {
-
-/// Collects every missing / mis-shaped / non-float tensor of a binding, then throws once.
-class WeightChecker {
- public:
-  WeightChecker(const TensorStore& store, std::string what) : store_(store), what_(std::move(what)) {}
-
-  /// The tensor if present with this exact shape and a float dtype; otherwise notes the problem.
-  const TensorRef* get(const std::string& name, const std::vector<std::int64_t>& shape) {
-    const TensorRef* t = store_.find(name);
-    const std::string want = TensorRef{"", DType::F32, shape}.shape_string();
-    if (!t) {
-      problems_.push_back(concat("missing '", name, "' (expected shape ", want, ")"));
-      return nullptr;
-    }
-    if (t->shape != shape) {
-      problems_.push_back(concat("'", name, "' has shape ", t->shape_string(), ", expected ", want));
-      return nullptr;
-    }
-    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16) {
-      problems_.push_back(concat("'", name, "' has dtype ", dtype_name(t->dtype), ", expected F32/F16/BF16"));
-      return nullptr;
-    }
-    return t;
-  }
-  /// Notes the first NaN/±Inf of a float tensor (VQVAE weights are read in full when bound, so
-  /// the scan costs one pass; a non-finite weight would otherwise surface later as "non-finite
-  /// logits" or an undefined float → byte conversion, without naming this file).
-  void check_finite(const TensorRef& t) {
-    const std::size_t n = static_cast<std::size_t>(t.numel());
-    for (std::size_t i = 0; i < n; ++i) {
-      const float v = load_as_float(t.data, t.dtype, i);
-      if (!std::isfinite(v)) {
-        problems_.push_back(concat("'", t.name, "' holds ", v, " at element ", i, " (NaN/Inf in the weights)"));
-        return;
-      }
-    }
-  }
-  /// Notes a problem found by the caller (e.g. an unexpected tensor).
-  void note(std::string problem) { problems_.push_back(std::move(problem)); }
-  /// Throws one mvar::Error listing all problems noted so far (nothing when there are none).
-  void throw_if_any() const {
-    if (problems_.empty()) return;
-    std::string msg = concat(what_, ": ", store_.source(), ": ", problems_.size(), " problem(s) with the weights:");
-    for (const auto& p : problems_) msg += "\n  " + p;
-    throw Error(msg);
-  }
-
- private:
-  const TensorStore& store_;
-  std::string what_;
-  std::vector<std::string> problems_;
-};
-
-}  // namespace detail
 }  // namespace mvar

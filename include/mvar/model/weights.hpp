@@ -22,6 +22,7 @@
 #include "mvar/io/tensor_store.hpp"
 #include "mvar/kernels/norm.hpp"
 #include "mvar/model/config.hpp"
+#include "mvar/model/weight_checker.hpp"
 
 namespace mvar {
 
@@ -133,24 +134,13 @@ inline TransformerWeights bind_transformer_weights(const TensorStore& st, const 
   const std::int64_t H = cfg.heads;
   TransformerWeights tw;
   tw.store = st;
-  std::vector<std::string> problems;
+  detail::WeightChecker check(st, "transformer");
   std::set<std::string> used;
 
   auto get = [&](const std::string& name, std::vector<std::int64_t> shape) -> const float* {
     used.insert(name);
-    const TensorRef* t = st.find(name);
-    if (!t) {
-      problems.push_back(concat("missing '", name, "' ", detail::shape_str(shape)));
-      return nullptr;
-    }
-    if (t->shape != shape) {
-      problems.push_back(concat("'", name, "' has shape ", t->shape_string(), ", expected ", detail::shape_str(shape)));
-      return nullptr;
-    }
-    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16) {
-      problems.push_back(concat("'", name, "' has dtype ", dtype_name(t->dtype), ", expected a float type"));
-      return nullptr;
-    }
+    const TensorRef* t = check.get(name, shape);
+    if (!t) return nullptr;
     if (t->dtype == DType::F32 && reinterpret_cast<std::uintptr_t>(t->data) % alignof(float) == 0) {
       tw.bytes += t->nbytes;
       return reinterpret_cast<const float*>(t->data);
@@ -172,8 +162,7 @@ inline TransformerWeights bind_transformer_weights(const TensorStore& st, const 
   // Buffers the official files carry: validated when present, never required.
   auto optional_buffer = [&](const std::string& name, std::vector<std::int64_t> shape) {
     used.insert(name);
-    if (const TensorRef* t = st.find(name); t && t->shape != shape)
-      problems.push_back(concat("'", name, "' has shape ", t->shape_string(), ", expected ", detail::shape_str(shape)));
+    check.optional(name, shape);
   };
 
   tw.pos_start = get("pos_start", {1, 1, C});
@@ -217,8 +206,8 @@ inline TransformerWeights bind_transformer_weights(const TensorStore& st, const 
   tw.head = lin("head", V, C);
 
   for (const auto& t : st.tensors())
-    if (!used.count(t.name)) problems.push_back(concat("unexpected tensor '", t.name, "' ", t.shape_string()));
-  if (!problems.empty()) {
+    if (!used.count(t.name)) check.note(concat("unexpected tensor '", t.name, "' ", t.shape_string()));
+  if (const auto& problems = check.problems(); !problems.empty()) {
     std::string msg = concat(st.source(), ": the transformer weights do not match the configuration (depth ", cfg.depth,
                              ", width ", cfg.width, ", heads ", cfg.heads, ", ", cfg.num_scales(), " scales, L = ",
                              cfg.seq_len(), ", vocab ", cfg.vocab, ", ", cfg.shared_aln ? "shared" : "per-block",
