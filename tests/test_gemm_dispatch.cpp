@@ -191,13 +191,10 @@ TEST_CASE("fp32 forms: within the fp32 bound, same bits for any threads, same bi
     CHECK(count_outside(d, y1, [&](Index, Index, double s) { return mvar::ref::fp32_bound(K, s); }) == 0);
     CHECK(same_bits(y1, run(layer, d, 2)));
     CHECK(same_bits(y1, run(layer, d, 5)));
-    // One FMA per k in increasing k in every form; the portable form uses FMA only if the build's
-    // arch has it.
-#if defined(__FMA__)
-    const bool comparable = true;
-#else
+    // One FMA per k in increasing k in every SIMD form (intrinsics). The portable form's a·b + c
+    // is contracted into an FMA or not at the compiler's discretion (-march, -O level: the ASan
+    // build at -O1 does not), so it is held to the bound and to thread independence only.
     const bool comparable = layer.form() != GemmForm::F32Portable;
-#endif
     if (comparable) {
       if (first.empty()) first = y1;
       CHECK(same_bits(first, y1));
