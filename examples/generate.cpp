@@ -263,17 +263,18 @@ int run(const cli::Args& args) {
   const auto& info = p.info();
   if (!q.reconstruct.empty()) return reconstruct(q, p);
   q.gen.labels = resolve_labels(q, p);
-  try {
-    (void)p.settings(q.gen);  // a bad cfg / top-k / top-p / label is a command-line error
-  } catch (const mvar::Error& e) {
-    throw UsageError(e.what());
-  }
+  const mvar::SampleOptions s = [&] {
+    try {
+      return p.settings(q.gen);  // a bad cfg / top-k / top-p / label is a command-line error
+    } catch (const mvar::Error& e) {
+      throw UsageError(e.what());
+    }
+  }();
   const int side = info.image_side, up = q.upscale.value_or(side <= 64 ? 4 : 1);
   {  // Refuse what cannot be written before any sampling work.
     const std::string what = concat("the ", q.gen.labels.size(), " enlarged images of ", side * up, "² pixels");
     mvar::check_allocation(mvar::checked_bytes({q.gen.labels.size(), std::uint64_t(side * up), std::uint64_t(side * up)}, 3, what), what);
   }
-  const auto s = p.settings(q.gen);
   if (!q.quiet) {
     std::printf("[generate] %s, %s mode (%s), %zu image(s), cfg %.3g, top-k %d, top-p %.3g, seed %llu, %d thread(s)%s%s%s\n",
                 info.preset.c_str(), mvar::mode_name(info.mode), q.pipeline.mode ? "--mode" : info.mode_reason.c_str(),

@@ -477,7 +477,6 @@ class ImageStream {
     GenerateRequest probe = settings;
     probe.labels.assign(1, 0);
     opts_ = p.settings(probe);
-    request_ = settings;
     engine_ = p.preset().make_engine({p.transformer_store(), quant_, p.info().mode, p.options().layout, p.pool(), max_batch});
   }
   int side() const { return p_.info().image_side; }
@@ -505,7 +504,6 @@ class ImageStream {
   VectorQuantizer quant_;
   VqvaeDecoder decoder_;
   SampleOptions opts_;
-  GenerateRequest request_;
   std::unique_ptr<SamplingEngine> engine_;
 };
 
