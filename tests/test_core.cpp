@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mvar/core/buffer.hpp"
@@ -154,6 +156,33 @@ TEST_CASE("parallel_for covers every index once, for any thread count", "[core][
     }
   }
   REQUIRE_THROWS_WITH(mvar::ThreadPool(0), Catch::Contains("thread count"));
+}
+
+TEST_CASE("ThreadPool hands off through both paths: spinning and sleeping threads", "[core][determinism]") {
+  // spin 0: every hand-off wakes sleeping threads; a long spin: threads catch jobs while spinning.
+  // Back-to-back jobs race the last decrement of one job against the publication of the next;
+  // the pauses let every thread fall asleep between jobs.
+  for (auto spin : {std::chrono::microseconds(0), std::chrono::microseconds(2000)}) {
+    for (int threads : {2, 5}) {
+      mvar::ThreadPool pool(threads, spin);
+      REQUIRE(pool.spin() == spin);
+      std::vector<long> sums;
+      for (int job = 0; job < 300; ++job) {
+        std::vector<std::atomic<int>> hits(37);
+        pool.run(37, [&](std::ptrdiff_t c) { hits[std::size_t(c)]++; });
+        long sum = 0;
+        for (auto& h : hits) {
+          REQUIRE(h.load() == 1);
+          sum += h.load();
+        }
+        sums.push_back(sum);
+        if (job % 100 == 99) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      REQUIRE(sums == std::vector<long>(300, 37));
+    }
+  }
+  REQUIRE_THROWS_WITH(mvar::ThreadPool(2, std::chrono::microseconds(-1)), Catch::Contains("spin"));
+  REQUIRE(mvar::ThreadPool::default_spin(2) <= mvar::ThreadPool::default_spin(16));
 }
 
 TEST_CASE("ThreadPool propagates a chunk's exception", "[core]") {

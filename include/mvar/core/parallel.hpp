@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <mutex>
@@ -37,28 +37,40 @@ class ChunkFn {
 
 class ThreadPool {
  public:
+  /// How long an idle thread busy-waits for the next job before it sleeps. Kernels run back to
+  /// back, so a thread that has just finished is usually needed again within microseconds, and
+  /// waking a sleeping one costs a futex call per thread (tens of microseconds in a VM or under a
+  /// sandboxing kernel). A busy-waiting core also takes clock headroom from the working ones, so
+  /// the spin is short where threads share few cores and longer where many run (the measured
+  /// choice is in docs/performance.md, "Measured design choices").
+  static std::chrono::microseconds default_spin(int threads) {
+    return std::chrono::microseconds(threads <= 4 ? 20 : 1000);
+  }
+
   /// threads ≥ 1: total threads including the caller (threads − 1 workers are started).
-  explicit ThreadPool(int threads = 1) {
+  explicit ThreadPool(int threads = 1) : ThreadPool(threads, default_spin(threads)) {}
+  ThreadPool(int threads, std::chrono::microseconds spin) : spin_(spin) {
     if (threads < 1) throw Error(concat("mvar: thread count must be ≥ 1, got ", threads));
+    if (spin.count() < 0) throw Error("mvar: the pool's spin must not be negative");
     threads_ = threads;
     for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { worker_loop(); });
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-      generation_.fetch_add(1);
-    }
-    cv_.notify_all();
+    stop_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
     for (auto& w : workers_) w.join();
   }
 
   int threads() const { return threads_; }
+  std::chrono::microseconds spin() const { return spin_; }
 
   /// Calls fn(c) for every c in [0, chunks), spread over the pool; returns when all are done.
   /// Rethrows the first exception a chunk threw (kernels do not throw; this is a safety net).
+  /// The hand-off is lock-free: the job is published by a release increment of the generation,
+  /// which idle threads watch; each thread reports completion by one decrement of pending_.
   void run(std::ptrdiff_t chunks, ChunkFn fn) {
     if (chunks <= 0) return;
     if (threads_ == 1 || chunks == 1) {
@@ -66,35 +78,25 @@ class ThreadPool {
       return;
     }
     std::lock_guard<std::mutex> run_lock(run_mu_);  // one job at a time per pool
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      job_ = fn;
-      chunks_ = chunks;
-      next_.store(0);
-      pending_.store(static_cast<int>(workers_.size()));
-      error_ = nullptr;
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    cv_.notify_all();
+    job_ = fn;
+    chunks_ = chunks;
+    error_ = nullptr;
+    next_.store(0, std::memory_order_relaxed);
+    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);  // publishes everything above
+    generation_.notify_all();                             // no system call when none sleeps
     drain();
     if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
-      std::unique_lock<std::mutex> lk(mu_);
-      done_cv_.wait(lk, [this] { return pending_.load() == 0; });
+      for (int left; (left = pending_.load(std::memory_order_acquire)) != 0;) pending_.wait(left);
     }
-    std::lock_guard<std::mutex> lk(mu_);  // pairs with the workers' error_ writes
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  /// Spins (with a pause hint) until pred() or about kSpinMicros have passed, then the caller
-  /// blocks. Kernels run back to back, so a worker that has just finished is often needed again
-  /// within microseconds, and waking a sleeping thread costs tens of microseconds in a VM. The
-  /// spin is short on purpose: a busy-waiting core takes clock headroom from the working one, so a
-  /// long spin slows generation (docs/performance.md, "Measured design choices").
+  /// Spins (with a pause hint) until pred() or spin_ has passed; false: the caller blocks.
   template <class Pred>
-  static bool spin_until(Pred pred) {
-    constexpr auto kSpinMicros = std::chrono::microseconds(20);
-    const auto until = std::chrono::steady_clock::now() + kSpinMicros;
+  bool spin_until(Pred pred) const {
+    const auto until = std::chrono::steady_clock::now() + spin_;
     for (;;) {
       for (int i = 0; i < 64; ++i) {
         if (pred()) return true;
@@ -108,48 +110,46 @@ class ThreadPool {
 
   void drain() {
     for (;;) {
-      const std::ptrdiff_t c = next_.fetch_add(1);
+      const std::ptrdiff_t c = next_.fetch_add(1, std::memory_order_relaxed);
       if (c >= chunks_) break;
       try {
         job_(c);
       } catch (...) {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::lock_guard<std::mutex> lk(error_mu_);
         if (!error_) error_ = std::current_exception();
       }
     }
   }
   void worker_loop() {
-    std::size_t seen = 0;
+    std::uint32_t seen = 0;
     for (;;) {
-      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_.load() != seen; });
+      std::uint32_t now = seen;
+      if (!spin_until([&] { return (now = generation_.load(std::memory_order_acquire)) != seen; })) {
+        while ((now = generation_.load(std::memory_order_acquire)) == seen) generation_.wait(seen);
       }
-      {
-        std::lock_guard<std::mutex> lk(mu_);  // job_, chunks_ and stop_ are written under mu_
-        seen = generation_.load();
-        if (stop_) return;
-      }
+      seen = now;
+      if (stop_.load(std::memory_order_relaxed)) return;
       drain();
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        pending_.fetch_sub(1, std::memory_order_release);
-      }
-      done_cv_.notify_one();
+      // The last one out wakes the caller if it sleeps; the release orders this thread's
+      // writes (outputs, error_) before the caller's acquire of pending_ == 0.
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
     }
   }
 
+  // Each atomic that threads hammer has a cache line of its own: idle threads poll generation_
+  // while working ones take chunks from next_ and report to pending_.
   int threads_ = 1;
+  std::chrono::microseconds spin_;
   std::vector<std::thread> workers_;
-  std::mutex mu_, run_mu_;
-  std::condition_variable cv_, done_cv_;
-  std::atomic<std::size_t> generation_{0};
-  bool stop_ = false;
+  std::mutex run_mu_, error_mu_;
   ChunkFn job_;
   std::ptrdiff_t chunks_ = 0;
-  std::atomic<std::ptrdiff_t> next_{0};
-  std::atomic<int> pending_{0};
   std::exception_ptr error_;
+  std::atomic<bool> stop_{false};
+  alignas(64) std::atomic<std::uint32_t> generation_{0};
+  alignas(64) std::atomic<std::ptrdiff_t> next_{0};
+  alignas(64) std::atomic<int> pending_{0};
+  char tail_pad_[64 - sizeof(std::atomic<int>)] = {};
 };
 
 /// body(begin, end) over [0, n) in chunks of `grain` (the last may be shorter). The chunking is
