@@ -136,12 +136,14 @@ void BM_attention(benchmark::State& st) {
   report(st, p.attention_flop(), threads);
 }
 // MVAR in-scale (Nq = Nk = pn², pn = 4, 6, 8, 10) and VAR prefix (Nq = n_s new tokens over the
-// Nk = cum_s cached keys, s = 7, 8, 9), batch 2 × 16 heads × head_dim 64.
+// Nk = cum_s cached keys, s = 7, 8, 9; and the 512-px schedule's last three scales, VAR-d36's
+// 18², 24², 32² over 640, 1216, 2240 keys), batch 2 × 16 heads × head_dim 64.
 void attention_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"Nq", "Nk", "threads"});
   for (int t : {1, 2}) {
     for (int n : {16, 36, 64, 100}) b->Args({n, n, t});
     b->Args({100, 255, t})->Args({169, 424, t})->Args({256, 680, t});
+    b->Args({324, 640, t})->Args({576, 1216, t})->Args({1024, 2240, t});
   }
   b->UseRealTime();
 }

@@ -151,7 +151,13 @@ TEST_CASE("attention == naive reference (in-scale and VAR prefix shapes)", "[ker
   // head_dim 32/64/128 and run-time 24/72; Nk not a multiple of the lane count on purpose.
   const std::vector<Case> cases{{1, 0, 64, 2, 2},    {4, 0, 32, 1, 3},    {36, 0, 128, 2, 1}, {100, 0, 64, 3, 2},
                                 {9, 14, 64, 2, 2},   {64, 155, 64, 1, 2}, {169, 424, 32, 1, 1},
-                                {25, 55, 24, 2, 3},  {17, 33, 72, 1, 2},  {256, 680, 64, 1, 1}};
+                                {25, 55, 24, 2, 3},  {17, 33, 72, 1, 2},  {256, 680, 64, 1, 1},
+                                // Long prefixes (the blocked two-GEMM form: more keys than one
+                                // packed block, ≥ 16 queries): chunk (256) and row-block (64)
+                                // edges, VAR-d36's 2240 keys, run-time head_dims, head_dim 128,
+                                // and 15 queries (still the per-query form) beside 16.
+                                {300, 700, 64, 1, 2}, {17, 2240, 64, 1, 1}, {16, 300, 40, 2, 1},
+                                {15, 300, 64, 1, 1},  {70, 333, 72, 1, 2},  {65, 257, 128, 1, 1}};
   for (const auto& c : cases) {
     CAPTURE(c.n, c.nk, c.hd, c.batch, c.heads);
     Problem p({.batch = c.batch, .heads = c.heads, .h = 1, .w = c.n, .head_dim = c.hd, .nk = c.nk}, 5, 5.0f);
@@ -165,20 +171,26 @@ TEST_CASE("attention == naive reference (in-scale and VAR prefix shapes)", "[ker
 
 TEST_CASE("attention kernels give the same bits for 1, 2, 3 and 8 threads", "[kernels][na][attention]") {
   Problem na({.batch = 2, .heads = 3, .h = 13, .w = 16, .head_dim = 64}, 3, 10.0f);
-  Problem full({.batch = 2, .heads = 3, .h = 1, .w = 100, .head_dim = 64, .nk = 255}, 4, 10.0f);
-  std::vector<float> na1, full1;
+  // Per-query form streaming a long prefix (15 queries), and the blocked form (300 over 700 keys).
+  Problem full({.batch = 2, .heads = 3, .h = 1, .w = 15, .head_dim = 64, .nk = 300}, 4, 10.0f);
+  Problem blocked({.batch = 2, .heads = 3, .h = 1, .w = 300, .head_dim = 64, .nk = 700}, 6, 10.0f);
+  std::vector<float> na1, full1, blocked1;
   for (int threads : {1, 2, 3, 8}) {
     CAPTURE(threads);
     ThreadPool pool(threads);
     const auto a = run_na(pool, na, 7, 1, 1.0f);
     mvar::attention(pool, full.tokens(0), full.tokens(1), full.tokens(2), full.out4(), 1.0f);
     const auto b = full.out_copy();
+    mvar::attention(pool, blocked.tokens(0), blocked.tokens(1), blocked.tokens(2), blocked.out4(), 1.0f);
+    const auto c = blocked.out_copy();
     if (threads == 1) {
       na1 = a;
       full1 = b;
+      blocked1 = c;
     }
     REQUIRE(std::memcmp(a.data(), na1.data(), a.size() * sizeof(float)) == 0);
     REQUIRE(std::memcmp(b.data(), full1.data(), b.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(c.data(), blocked1.data(), c.size() * sizeof(float)) == 0);
   }
 }
 
@@ -196,6 +208,13 @@ TEST_CASE("attention kernels work on misaligned, padded, strided views", "[kerne
     const auto full = p.out_copy();
     mvar::ref::attention(p.tokens(0), p.tokens(1), p.tokens(2), p.out4(), 1.0f);
     REQUIRE(mvar::ref::max_norm_error(full, p.out_copy()) <= kAttnTol);
+    // A long prefix through the same kind of views (the blocked form).
+    Problem lp({.batch = 2, .heads = 2, .h = 1, .w = 40, .head_dim = hd, .nk = 301, .row_pad = 5, .misalign = true}, 10, 4.0f);
+    mvar::attention(pool, lp.tokens(0), lp.tokens(1), lp.tokens(2), lp.out4(), 0.7f);
+    const auto blocked = lp.out_copy();
+    REQUIRE(all_written(blocked));
+    mvar::ref::attention(lp.tokens(0), lp.tokens(1), lp.tokens(2), lp.out4(), 0.7f);
+    REQUIRE(mvar::ref::max_norm_error(blocked, lp.out_copy()) <= kAttnTol);
   }
 }
 

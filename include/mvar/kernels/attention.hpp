@@ -17,7 +17,9 @@
 // buffer (the qkv rows are 3C floats apart and would alias in L1); prefixes longer than the
 // buffer stream through it block by block. Threading: chunks of (batch, block of kQueryBlock
 // queries, head), fixed by the problem size; every output row is written by one chunk →
-// identical bits for any thread count.
+// identical bits for any thread count. Long prefixes with many queries (VAR's last scales) take
+// a blocked form instead: two GEMMs per chunk on the packed-GEMM micro-kernel with an exact row
+// softmax between them (detail::attention_blocked); the same rule holds there.
 //
 // Template parameters:
 //   HeadDim — head_dim fixed at compile time (a multiple of the batch size; 32/64/128 are
@@ -35,9 +37,11 @@
 #include <xsimd/xsimd.hpp>
 
 #include "mvar/core/assert.hpp"
+#include "mvar/core/buffer.hpp"
 #include "mvar/core/error.hpp"
 #include "mvar/core/parallel.hpp"
 #include "mvar/core/tensor_view.hpp"
+#include "mvar/kernels/gemm_packed.hpp"
 #include "mvar/kernels/softmax.hpp"
 
 // GCC 12 reports -Wmaybe-uninitialized inside its AVX-512 intrinsics (_mm512_undefined_ps in
@@ -355,6 +359,63 @@ void dispatch_head_dim(std::ptrdiff_t D, F&& f) {
 /// (B·heads·⌈N/16⌉ chunks), large enough that the per-chunk overhead is negligible.
 inline constexpr std::ptrdiff_t kQueryBlock = 16;
 
+/// The blocked form for long prefixes (VAR's last scales: hundreds of queries over up to 2240
+/// cached keys): per chunk of (batch, head, ≤ kBlockedChunk queries) the keys are packed once as
+/// the B panels of S = q·kᵀ and the values as those of out = P·v, and both products run on the
+/// packed-GEMM micro-kernel (gemm_packed.hpp) — each loaded key and value then serves a whole tile
+/// of queries instead of one or two. Scores live in blocks of kBlockedRows queries × Nk; the softmax
+/// of each row is exact (max over the whole row, then exp and normalisation: softmax_inplace).
+/// Taken when there are more keys than one packed key block holds and at least kBlockedMinQueries
+/// queries; below that the per-query kernel streams the keys with less packing per query.
+inline constexpr std::ptrdiff_t kBlockedChunk = 256, kBlockedRows = 64, kBlockedMinQueries = 16;
+
+template <class Arch>
+void attention_blocked(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const float, 4> k,
+                       TensorView<const float, 4> v, TensorView<float, 4> out, float scale) {
+  constexpr int NR = GemmTile<Arch>::NR;
+  const auto B = q.extent(0), Nq = q.extent(1), H = q.extent(2), D = q.extent(3), Nk = k.extent(1);
+  const std::ptrdiff_t kpan = (Nk + NR - 1) / NR, dpan = (D + NR - 1) / NR, ld_s = kpan * NR;
+  const std::ptrdiff_t chunks_per_head = (Nq + kBlockedChunk - 1) / kBlockedChunk;
+  const std::size_t floats = std::size_t(kpan * NR * D + dpan * NR * Nk + kBlockedRows * ld_s);
+  parallel_for(pool, B * H * chunks_per_head, 1, [&](std::ptrdiff_t c0, std::ptrdiff_t c1) {
+    thread_local ThreadScratch<float> scratch;  // counted in thread_scratch_bytes()
+    float* const kp = scratch.grow(floats);
+    float* const vp = kp + kpan * NR * D;
+    float* const sc = vp + dpan * NR * Nk;
+    for (std::ptrdiff_t c = c0; c < c1; ++c) {
+      const auto h = c % H, b = c / (H * chunks_per_head);
+      const auto i0 = ((c / H) % chunks_per_head) * kBlockedChunk, i1 = std::min(Nq, i0 + kBlockedChunk);
+      // Keys: the rows of k are the columns of S, i.e. a weight matrix [Nk, D] (GEMM B panels).
+      for (std::ptrdiff_t p = 0; p < kpan; ++p) pack_b_panel<Arch>(&k(b, 0, h, 0), k.stride(1), Nk, p, 0, D, kp + p * D * NR);
+      // Values: panel p holds columns [p·NR, p·NR + NR) of v (zero beyond D), one key per row.
+      for (std::ptrdiff_t p = 0; p < dpan; ++p) {
+        const std::ptrdiff_t d0 = p * NR, w = std::min<std::ptrdiff_t>(NR, D - d0);
+        float* dst = vp + p * Nk * NR;
+        for (std::ptrdiff_t j = 0; j < Nk; ++j, dst += NR) {
+          std::copy_n(&v(b, j, h, d0), w, dst);
+          std::fill(dst + w, dst + NR, 0.0f);
+        }
+      }
+      for (std::ptrdiff_t r0 = i0; r0 < i1; r0 += kBlockedRows) {
+        const std::ptrdiff_t rows = std::min(kBlockedRows, i1 - r0);
+        gemm_panels<Arch>(&q(b, r0, h, 0), q.stride(1), rows, D, BSource{kp, nullptr, 0}, Nk, 0, kpan, nullptr, sc, ld_s);
+        using V = xsimd::batch<float, Arch>;
+        for (std::ptrdiff_t r = 0; r < rows; ++r) {
+          float* row = sc + r * ld_s;
+          if (scale != 1.0f) {
+            std::ptrdiff_t j = 0;
+            for (; j + std::ptrdiff_t(V::size) <= Nk; j += V::size) (V::load_aligned(row + j) * V(scale)).store_aligned(row + j);
+            for (; j < Nk; ++j) row[j] *= scale;
+          }
+          softmax_inplace<Arch>(std::span<float>(row, std::size_t(Nk)));
+        }
+        gemm_panels<Arch>(sc, ld_s, rows, Nk, BSource{vp, nullptr, 0}, D, 0, dpan, nullptr, &out(b, r0, h, 0),
+                          out.stride(1));
+      }
+    }
+  });
+}
+
 }  // namespace detail
 
 /// out = softmax(scale · q·kᵀ) · v per (batch, head). `scale` is 1.0 for L2-normalised q̂/k̂.
@@ -380,6 +441,10 @@ void attention(ThreadPool& pool, TensorView<const float, 4> q, TensorView<const 
   const std::ptrdiff_t qblocks = (Nq + detail::kQueryBlock - 1) / detail::kQueryBlock;
   // Key blocks packed per chunk: as many keys as fit the stack buffer (K and V), ≤ 256.
   const std::ptrdiff_t kblock = std::min<std::ptrdiff_t>(256, std::max<std::ptrdiff_t>(1, detail::kPackFloats / (2 * D)));
+  if (Nk > kblock && Nq >= detail::kBlockedMinQueries) {
+    detail::attention_blocked<Arch>(pool, q, k, v, out, scale);
+    return;
+  }
   detail::dispatch_head_dim<Arch>(D, [&](auto hd) {
     constexpr int HeadDim = decltype(hd)::value;
     using Acc = detail::QueryAccumulator<HeadDim, Arch>;
