@@ -17,6 +17,13 @@
 #          (MVAR_BENCH_KOUTER), 16 and 2 threads, interleaved, twice;
 #   torch  bench/torch_reference.py --time (plain PyTorch from SPEC.md, the machine's own torch,
 #          GPU hidden) fp32 and bf16 autocast at 2, 8, 16 threads;
+#   abbuild  a second bench_generate built from a copy of the tree with $MVAR_AB_INCLUDE laid over
+#          include/ (another version of some mvar headers: the "before" of an A/B);
+#   spin   the pool, interleaved twice at 16 and 8 threads: the abbuild binary ("before") and this
+#          tree with MVAR_POOL_SPIN_US = 20 and 1000 (fp32, bf16, int8 weights, batch 1);
+#   official  the official VAR and MVAR code (bench/official_run.py; checkouts in
+#          $MVAR_OFFICIAL_SRC/{FoundationVision+VAR,CVL-UESTC+MVAR}) on a random d16 checkpoint
+#          made here by tools/make_var_checkpoint.py, fp32 and bf16 autocast, 16, 8, 2 threads;
 #   table  bench/device_table.py: one table from OUT_DIR's JSON files.
 # Stages can be given as one comma-separated list: build,test,mvar.
 set -uo pipefail
@@ -48,7 +55,7 @@ if [[ $STAGES == *,build,* ]]; then
 fi
 
 if [[ $STAGES == *,test,* ]]; then
-  for t in test_gemm_dispatch test_linear test_model; do
+  for t in test_gemm_dispatch test_core test_linear test_model; do
     [ -x "$BUILD/tests/$t" ] || continue
     log "$t"
     "$BUILD/tests/$t" --durations yes > "$OUT/test.log" 2>&1
@@ -100,6 +107,59 @@ if [[ $STAGES == *,torch,* ]]; then
       echo "torch $mode $T: rc=$? $(tail -1 "$OUT/torch_${mode}_t$T.jsonl" | cut -c1-200)"
       [ -s "$OUT/torch_${mode}_t$T.err" ] && tail -3 "$OUT/torch_${mode}_t$T.err"
       rm -f "$OUT/torch_${mode}_t$T.err"
+    done
+  done
+fi
+
+if [[ $STAGES == *,abbuild,* ]]; then
+  # A copy of the tree with the "before" headers laid over include/ (an -I in the flags would not
+  # do: CMake puts the target's own include directories first).
+  log abbuild
+  rm -rf /tmp/mvar_ab_src && mkdir -p /tmp/mvar_ab_src &&
+    (cd "$SRC" && tar cf - --exclude=./.git --exclude=./tests/fixtures .) | tar xf - -C /tmp/mvar_ab_src &&
+    cp -r "$MVAR_AB_INCLUDE"/. /tmp/mvar_ab_src/include/ || exit 1
+  cmake -S /tmp/mvar_ab_src -B "$BUILD-ab" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PFX/usr" \
+    -DMVAR_BUILD_EXAMPLES=OFF -DMVAR_INSTALL=OFF > "$OUT/configure.log" 2>&1 ||
+    { tail -30 "$OUT/configure.log"; exit 1; }
+  cmake --build "$BUILD-ab" --target bench_generate -j"$(nproc)" > "$OUT/build.log" 2>&1 ||
+    { grep -E 'error' "$OUT/build.log" | head -30; exit 1; }
+  rm -f "$OUT/configure.log" "$OUT/build.log"
+fi
+
+if [[ $STAGES == *,spin,* ]]; then
+  for rep in 1 2; do
+    for T in 16 8; do
+      log "spin: $T threads, rep $rep"
+      main_build=$BUILD
+      BUILD=$BUILD-ab bench "spin_t${T}_before_r$rep" "$T" '^mvar_d16(_bf16|_int8)?/1/'
+      BUILD=$main_build
+      for us in 20 1000; do
+        bench "spin_t${T}_us${us}_r$rep" "$T" '^mvar_d16(_bf16|_int8)?/1/' MVAR_POOL_SPIN_US=$us
+      done
+    done
+  done
+fi
+
+if [[ $STAGES == *,official,* ]]; then
+  CK=/tmp/mvar_ck
+  mkdir -p "$CK"
+  [ -s "$CK/var_d16.pth" ] || python3 "$SRC/tools/make_var_checkpoint.py" --preset d16 --out "$CK/var_d16.pth" > /dev/null
+  [ -s "$CK/vae.pth" ] || python3 "$SRC/tools/make_var_checkpoint.py" --vae --out "$CK/vae.pth" > /dev/null
+  for T in 16 8 2; do
+    for code in mvar var; do
+      for mode in fp32 bf16; do
+        log "official $code $mode $T threads"
+        extra=""
+        [ "$mode" = bf16 ] && extra=--bf16
+        src=$MVAR_OFFICIAL_SRC/FoundationVision+VAR
+        [ $code = mvar ] && src=$MVAR_OFFICIAL_SRC/CVL-UESTC+MVAR
+        python3 "$SRC/bench/official_run.py" --code $code --src "$src" --transformer "$CK/var_d16.pth" \
+          --vae "$CK/vae.pth" --depth 16 --threads "$T" --warmup 1 --reps 2 $extra \
+          > "$OUT/official_${code}_${mode}_t$T.json" 2> "$OUT/official_${code}_${mode}_t$T.err"
+        echo "official $code $mode $T: rc=$? $(tail -1 "$OUT/official_${code}_${mode}_t$T.json" | cut -c1-260)"
+        [ -s "$OUT/official_${code}_${mode}_t$T.err" ] && grep -v '^\[' "$OUT/official_${code}_${mode}_t$T.err" | tail -3
+        rm -f "$OUT/official_${code}_${mode}_t$T.err"
+      done
     done
   done
 fi

@@ -4,7 +4,8 @@
   python3 bench/plot_device.py RUN_DIR OUT_PREFIX
 
   OUT_PREFIX_per_scale.svg  time per scale (log scale), MVAR-d16 batch 1 + CFG, 16 threads:
-                            PyTorch fp32 / bf16 autocast (bench/torch_reference.py) and mvar fp32
+                            PyTorch fp32 / bf16 autocast (the official MVAR code where the run
+                            has it, else bench/torch_reference.py) and mvar fp32
                             / bf16 / int8 (bench_generate)
   OUT_PREFIX_threads.svg    speed-up over 2 threads vs threads (2, 8, 16): the transformer of each
                             mvar precision, mvar's fp32 decoder, PyTorch fp32 and bf16 (whole run)
@@ -18,18 +19,8 @@ COLORS = {"PyTorch fp32": "#888888", "PyTorch bf16": "#444444", "mvar fp32": "#1
           "mvar bf16": "#ff7f0e", "mvar int8": "#2ca02c", "mvar decoder fp32": "#9467bd"}
 
 
-def load_mvar(path):
-    with open(path) as f:
-        return {b["name"].split("/iterations")[0]: b for b in json.load(f)["benchmarks"]}
-
-
-def load_torch(path):
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("kind") == "summary":
-                return rec
-    return None
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from device_table import load_mvar, load_pytorch  # noqa: E402  (one reader for both)
 
 
 class Svg:
@@ -95,12 +86,11 @@ def chart(path, title, xlabels, series, ylabel, log=False, xs=None):
 def main():
     run, prefix = sys.argv[1], sys.argv[2]
     m16 = load_mvar(os.path.join(run, "mvar_t16.json"))
-    tf = load_torch(os.path.join(run, "torch_fp32_t16.jsonl"))
-    tb = load_torch(os.path.join(run, "torch_bf16_t16.jsonl"))
+    tf, tb = load_pytorch(run, "fp32", 16), load_pytorch(run, "bf16", 16)
     sides = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
     series = {
-        "PyTorch fp32": [tf["median"][f"s{s}_seconds"] for s in range(10)],
-        "PyTorch bf16": [tb["median"][f"s{s}_seconds"] for s in range(10)],
+        "PyTorch fp32": tf["per_scale"],
+        "PyTorch bf16": tb["per_scale"],
         "mvar fp32": [m16["mvar_d16/1"][f"s{s}_seconds"] for s in range(10)],
         "mvar bf16": [m16["mvar_d16_bf16/1"][f"s{s}_seconds"] for s in range(10)],
         "mvar int8": [m16["mvar_d16_int8/1"][f"s{s}_seconds"] for s in range(10)],
@@ -109,8 +99,8 @@ def main():
           [f"{s}²" for s in sides], series, "seconds", log=True)
     threads = [2, 8, 16]
     ms = {t: load_mvar(os.path.join(run, f"mvar_t{t}.json")) for t in threads}
-    tfs = {t: load_torch(os.path.join(run, f"torch_fp32_t{t}.jsonl")) for t in threads}
-    tbs = {t: load_torch(os.path.join(run, f"torch_bf16_t{t}.jsonl")) for t in threads}
+    tfs = {t: load_pytorch(run, "fp32", t) for t in threads}
+    tbs = {t: load_pytorch(run, "bf16", t) for t in threads}
     sp = lambda vals: [vals[0] / v for v in vals]
     series = {
         "PyTorch fp32": sp([tfs[t]["seconds_per_image"] for t in threads]),
