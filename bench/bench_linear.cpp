@@ -12,6 +12,8 @@
 // more than the last-level cache, so W comes from DRAM as in the model (d16's weights: 1.24 GB).
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+
 #include <Eigen/Core>
 #include <cstring>
 #include <random>
@@ -84,7 +86,13 @@ void eigen_slabs(mvar::ThreadPool& pool, mvar::TensorView<const float, 2> x, mva
   });
 }
 
-void run(benchmark::State& st, Variant v, int threads = 2) {
+// The multi-threaded rows' thread count: MVAR_THREADS, else 2 (the project machine's cores).
+int bench_threads() {
+  const char* e = std::getenv("MVAR_THREADS");
+  return e && std::atoi(e) > 0 ? std::atoi(e) : 2;
+}
+
+void run(benchmark::State& st, Variant v, int threads = bench_threads()) {
   const Layer& L = kLayers[st.range(0)];
   const Index M = 2 * Index(st.range(1));
   Problem p(M, L.K, L.N, v);
@@ -112,6 +120,7 @@ void run(benchmark::State& st, Variant v, int threads = 2) {
   st.counters["W_GB/s"] = C(wbytes / 1e9, C::kIsIterationInvariantRate);
   st.counters["pct_dram"] = C(100.0 * wbytes / kDramBytes, C::kIsIterationInvariantRate);
   st.counters["M"] = double(M);
+  st.counters["threads"] = threads;
   st.SetLabel(L.name);
 }
 
