@@ -47,10 +47,18 @@ MVAR_TARGET_AMX inline void amx_begin() {
 }
 MVAR_TARGET_AMX inline void amx_end() { __asm__ volatile("tilerelease" ::: "memory"); }
 
-/// int8: out[32 × 32] (int32, rows ≥ 16 only when rows > 16) = A rows [0, 32) × panel, all Kq.
-MVAR_TARGET_AMX inline void int8_tile_amx(int rows, std::ptrdiff_t Kq, const std::uint8_t* a, std::ptrdiff_t lda,
-                                          const std::int8_t* b, std::int32_t* out) {
-  const std::ptrdiff_t kb_n = Kq / 16;
+/// The one tile loop of both AMX forms: out[32 × 32] (4-byte lanes; rows 16..31 only when rows > 16)
+/// = A rows [0, rows ≤ 32) × one B panel of 32 columns, over kb_n blocks of 64 bytes of K per row
+/// (int8: 64 values, bf16: 32 pairs). A: row stride lda bytes; B: per block 16 rows of 128 bytes
+/// (two 64-byte column halves). Dot::rows32() / rows16() issue the tile products (dpbusd or
+/// dpbf16ps; the tile numbers must be literals) into accumulators 0..3 / 0..1 from A row blocks
+/// 4..5 and B column halves 6..7.
+template <class Dot>
+MVAR_TARGET_AMX inline void amx_tile_32x32(int rows, std::ptrdiff_t kb_n, const void* a_, std::ptrdiff_t lda,
+                                           const void* b_, void* out_) {
+  const auto* a = static_cast<const char*>(a_);
+  const auto* b = static_cast<const char*>(b_);
+  auto* out = static_cast<char*>(out_);
   _tile_zero(0);
   _tile_zero(1);
   if (rows > 16) {
@@ -61,24 +69,50 @@ MVAR_TARGET_AMX inline void int8_tile_amx(int rows, std::ptrdiff_t Kq, const std
       _tile_loadd(7, b + kb * 16 * 128 + 64, 128);
       _tile_loadd(4, a + kb * 64, lda);
       _tile_loadd(5, a + 16 * lda + kb * 64, lda);
-      _tile_dpbusd(0, 4, 6);
-      _tile_dpbusd(1, 4, 7);
-      _tile_dpbusd(2, 5, 6);
-      _tile_dpbusd(3, 5, 7);
+      Dot::rows32();
     }
-    _tile_stored(2, out + 16 * 32, 128);
-    _tile_stored(3, out + 16 * 32 + 16, 128);
+    _tile_stored(2, out + 16 * 128, 128);
+    _tile_stored(3, out + 16 * 128 + 64, 128);
   } else {
     for (std::ptrdiff_t kb = 0; kb < kb_n; ++kb) {
       _tile_loadd(6, b + kb * 16 * 128, 128);
       _tile_loadd(7, b + kb * 16 * 128 + 64, 128);
       _tile_loadd(4, a + kb * 64, lda);
-      _tile_dpbusd(0, 4, 6);
-      _tile_dpbusd(1, 4, 7);
+      Dot::rows16();
     }
   }
   _tile_stored(0, out, 128);
-  _tile_stored(1, out + 16, 128);
+  _tile_stored(1, out + 64, 128);
+}
+
+struct DotInt8Amx {  // u8 × s8 → int32
+  MVAR_TARGET_AMX static void rows16() {
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+  }
+  MVAR_TARGET_AMX static void rows32() {
+    rows16();
+    _tile_dpbusd(2, 5, 6);
+    _tile_dpbusd(3, 5, 7);
+  }
+};
+struct DotBf16Amx {  // bf16 pairs → fp32
+  MVAR_TARGET_AMX static void rows16() {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+  }
+  MVAR_TARGET_AMX static void rows32() {
+    rows16();
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+};
+
+/// int8: out[32 × 32] int32 = A rows [0, 32) (lda bytes apart) × panel, all Kq k-quads (a multiple
+/// of 16: 16 quads = 64 bytes per block).
+MVAR_TARGET_AMX inline void int8_tile_amx(int rows, std::ptrdiff_t Kq, const std::uint8_t* a, std::ptrdiff_t lda,
+                                          const std::int8_t* b, std::int32_t* out) {
+  amx_tile_32x32<DotInt8Amx>(rows, Kq / 16, a, lda, b, out);
 }
 
 struct I8Amx : I8Vnni {
@@ -116,35 +150,7 @@ MVAR_TARGET_AVX512 inline void bf16_rows(const float* x, std::ptrdiff_t ldx, std
 /// out[32 × 32] fp32 = A rows [0, 32) (bf16 pairs, kp per row) × bf16 panel (kp pairs).
 MVAR_TARGET_AMX inline void bf16_tile_amx(int rows, std::ptrdiff_t kp, const std::uint32_t* a, const std::uint16_t* b,
                                           float* out) {
-  const std::ptrdiff_t lda = kp * 4, kb_n = kp / 16;
-  _tile_zero(0);
-  _tile_zero(1);
-  if (rows > 16) {
-    _tile_zero(2);
-    _tile_zero(3);
-    for (std::ptrdiff_t kb = 0; kb < kb_n; ++kb) {
-      _tile_loadd(6, b + kb * 16 * 64, 128);
-      _tile_loadd(7, b + kb * 16 * 64 + 32, 128);
-      _tile_loadd(4, a + kb * 16, lda);
-      _tile_loadd(5, a + 16 * kp + kb * 16, lda);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(2, out + 16 * 32, 128);
-    _tile_stored(3, out + 16 * 32 + 16, 128);
-  } else {
-    for (std::ptrdiff_t kb = 0; kb < kb_n; ++kb) {
-      _tile_loadd(6, b + kb * 16 * 64, 128);
-      _tile_loadd(7, b + kb * 16 * 64 + 32, 128);
-      _tile_loadd(4, a + kb * 16, lda);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-    }
-  }
-  _tile_stored(0, out, 128);
-  _tile_stored(1, out + 16, 128);
+  amx_tile_32x32<DotBf16Amx>(rows, kp / 16, a, kp * 4, b, out);
 }
 
 /// y[r, j] = out[r, j] + bias[j] for r < rows, j < cols.
