@@ -11,6 +11,7 @@
 
 #include "fixtures_path.hpp"
 #include "model_test_util.hpp"
+#include "trace_check.hpp"
 #include "mvar/io/safetensors.hpp"
 #include "mvar/model/transformer.hpp"
 #include "mvar/sampling/trajectory.hpp"
@@ -22,16 +23,9 @@ namespace {
 
 using Tiny = Transformer<presets::tiny>;
 
-// Runs the whole pyramid teacher-forced on the trace's own inputs x_in.s{s} and compares the
-// inputs we build, every block output, every row's log-sum-exp and the stored logit rows. The
-// run's labels, batch and CFG rows (2B, or B for MVAR at cfg = 1) come from its config.json.
-// What a reduced-precision run records beyond the tolerance checks: the worst logit error and,
-// for every stored logit row whose top-2 margin in the official logits exceeds 2·tol (so that no
-// error within tol can swap them), whether our argmax is the official one.
-struct TraceStats {
-  double worst_logit = 0;
-  int greedy_rows = 0, greedy_same = 0;
-};
+// The trace check (tests/trace_check.hpp) on the tiny fixture run `model_kind` ("mvar" / "var"),
+// with its labels, batch and CFG rows from the run's config.json.
+using test::TraceStats;
 
 template <class Trajectory>
 void check_trace(const std::string& model_kind, WeightLayout layout = WeightLayout::InPlace, double tol = kLogitAtol,
@@ -40,83 +34,11 @@ void check_trace(const std::string& model_kind, WeightLayout layout = WeightLayo
   REQUIRE(same_architecture(run.desc.arch, presets::tiny));  // the compiled model must be the set's
   const auto w = test::load_fixture("tiny.transformer.safetensors");
   const auto tr = test::load_fixture(run.trace_file);
-  Tiny model(w, layout);
-  Trajectory traj(Tiny::config);
-  ThreadPool pool(2);
+  const Tiny model(w, layout);
   const auto labels64 = tr.at("labels").to_int();
   REQUIRE(labels64 == std::vector<std::int64_t>(run.labels.begin(), run.labels.end()));
-  const int B = run.batch(), R = run.rows();
-  std::vector<int> labels = run.labels;
-  if (run.cfg_doubled)
-    for (int b = 0; b < B; ++b) labels.push_back(presets::tiny.num_classes);
-
-  const auto& pn = presets::tiny.patch_nums;
-  Workspace ws(Tiny::conditioning_bytes(R) + Tiny::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
-               Workspace::round(4ul * R * pn.max_tokens() * (Tiny::C + Tiny::V)) + 4096);
-  auto cond = model.condition(pool, labels, ws);
-  traj.reserve(R);
-  for (int s = 0; s < pn.size(); ++s) {
-    CAPTURE(s);
-    const int n = pn.tokens(s);
-    const auto want_x = tr.at(concat("x_in.s", s)).to_float();
-    REQUIRE(want_x.size() == std::size_t(R) * n * Tiny::C);
-    const auto mark = ws.mark();
-    TensorView<float, 2> x(ws.take<float>(std::size_t(R) * n * Tiny::C), {R * n, Tiny::C});
-    TensorView<float, 2> logits(ws.take<float>(std::size_t(R) * n * Tiny::V), {R * n, Tiny::V});
-    // Our own embedding of this step's input.
-    if (s == 0) {
-      model.embed_first(cond, R, x);
-    } else {
-      const auto z_chw = tr.at(concat("next_in.s", s - 1)).to_float();  // (B, cvae, pn, pn)
-      std::vector<float> z(std::size_t(n) * presets::tiny.cvae);
-      for (int b = 0; b < B; ++b) {
-        for (int t = 0; t < n; ++t)
-          for (int c = 0; c < presets::tiny.cvae; ++c) z[std::size_t(t) * presets::tiny.cvae + c] = z_chw[(std::size_t(b) * presets::tiny.cvae + c) * n + t];
-        model.embed_scale(pool, s, TensorView<const float, 2>(z.data(), {n, presets::tiny.cvae}), x.slice(0, b * n, (b + 1) * n));
-        if (run.cfg_doubled) std::memcpy(x.row((B + b) * n), x.row(b * n), sizeof(float) * std::size_t(n) * Tiny::C);
-      }
-    }
-    CHECK(test::max_abs_diff(x.data(), want_x.data(), want_x.size()) <= tol);
-    std::memcpy(x.data(), want_x.data(), want_x.size() * sizeof(float));  // teacher-force the input
-
-    ForwardHooks hooks;
-    hooks.after_block = [&](int scale, int block, TensorView<const float, 2> h) {
-      const auto want = tr.at(concat("h.s", scale, ".b", block)).to_float();
-      CAPTURE(block);
-      CHECK(test::max_abs_diff(h.data(), want.data(), want.size()) <= tol);
-    };
-    model.forward(pool, s, cond, R, x, [&](const AttentionCall& c) { traj.attend(pool, c); }, logits, ws, &hooks);
-
-    const auto lse = tr.at(concat("lse_raw.s", s)).to_float();  // (R, n)
-    double worst = 0;
-    for (int r = 0; r < R * n; ++r)
-      worst = mvar::test::nan_max(worst, std::fabs(test::logsumexp(logits.row(r), Tiny::V) - lse[std::size_t(r)]));
-    CHECK(worst <= tol);
-    const auto tok = tr.at(concat("logit_tok.s", s)).to_int();
-    const auto lc = tr.at(concat("logits_cond.s", s)).to_float();  // (B, T, V)
-    REQUIRE(lc.size() == std::size_t(B) * tok.size() * Tiny::V);
-    REQUIRE((tr.find(concat("logits_uncond.s", s)) != nullptr) == run.cfg_doubled);
-    const auto lu = run.cfg_doubled ? tr.at(concat("logits_uncond.s", s)).to_float() : std::vector<float>{};
-    for (int b = 0; b < B; ++b)
-      for (std::size_t i = 0; i < tok.size(); ++i) {
-        const std::size_t at = (std::size_t(b) * tok.size() + i) * Tiny::V;
-        std::vector<std::pair<const float*, const float*>> rows{{logits.row(b * n + tok[i]), lc.data() + at}};
-        if (run.cfg_doubled) rows.emplace_back(logits.row((B + b) * n + tok[i]), lu.data() + at);
-        for (const auto& [ours, want] : rows) {
-          CHECK(test::max_abs_diff(ours, want, Tiny::V) <= tol);
-          if (!stats) continue;
-          stats->worst_logit = mvar::test::nan_max(stats->worst_logit, test::max_abs_diff(ours, want, Tiny::V));
-          const int best = int(std::max_element(want, want + Tiny::V) - want);
-          float second = -std::numeric_limits<float>::infinity();
-          for (int v = 0; v < Tiny::V; ++v)
-            if (v != best) second = std::max(second, want[v]);
-          if (!(want[best] - second > 2 * tol)) continue;
-          ++stats->greedy_rows;
-          stats->greedy_same += int(std::max_element(ours, ours + Tiny::V) - ours) == best;
-        }
-      }
-    ws.release(mark);
-  }
+  REQUIRE(run.rows() == (run.cfg_doubled ? 2 : 1) * run.batch());
+  test::check_teacher_forced<Trajectory>(model, tr, run.labels, run.cfg_doubled, tol, stats);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 
 #include "fixtures_path.hpp"
 #include "model_test_util.hpp"
+#include "trace_check.hpp"
 #include "mvar/io/rgb.hpp"
 #include "mvar/model/model_description.hpp"
 #include "mvar/model/quantizer.hpp"
@@ -123,66 +124,9 @@ void check_saln_trace(WeightLayout layout, double tol) {
   auto& S = setup();
   const auto tr = test::load_fixture(S.run.cfg.at("trace_file").get<std::string>());
   const Saln model(S.w, layout);
-  FullPrefix traj(Saln::config);
-  ThreadPool pool(2);
-  std::vector<int> labels = labels_of(tr);
-  const int B = int(labels.size()), R = 2 * B, E = kSaln.cvae;
-  REQUIRE(B == S.run.cfg.at("batch").get<int>());
-  for (int b = 0; b < B; ++b) labels.push_back(kSaln.num_classes);
-  const auto& pn = kSaln.patch_nums;
-  Workspace ws(Saln::conditioning_bytes(R) + Saln::workspace_bytes(std::ptrdiff_t(R) * pn.max_tokens()) +
-               Workspace::round(4ul * R * pn.max_tokens() * (Saln::C + Saln::V)) + 4096);
-  auto cond = model.condition(pool, labels, ws);
-  traj.reserve(R);
-  for (int s = 0; s < pn.size(); ++s) {
-    CAPTURE(s);
-    const int n = pn.tokens(s);
-    const auto want_x = tr.at(concat("x_in.s", s)).to_float();
-    REQUIRE(want_x.size() == std::size_t(R) * n * Saln::C);
-    const auto mark = ws.mark();
-    TensorView<float, 2> x(ws.take<float>(std::size_t(R) * n * Saln::C), {R * n, Saln::C});
-    TensorView<float, 2> logits(ws.take<float>(std::size_t(R) * n * Saln::V), {R * n, Saln::V});
-    if (s == 0) {
-      model.embed_first(cond, R, x);
-    } else {
-      const auto z_chw = tr.at(concat("next_in.s", s - 1)).to_float();  // (B, cvae, pn, pn)
-      std::vector<float> z(std::size_t(n) * E);
-      for (int b = 0; b < B; ++b) {
-        for (int t = 0; t < n; ++t)
-          for (int c = 0; c < E; ++c) z[std::size_t(t) * E + c] = z_chw[(std::size_t(b) * E + c) * n + t];
-        model.embed_scale(pool, s, TensorView<const float, 2>(z.data(), {n, E}), x.slice(0, b * n, (b + 1) * n));
-        std::memcpy(x.row((B + b) * n), x.row(b * n), sizeof(float) * std::size_t(n) * Saln::C);
-      }
-    }
-    CHECK(max_err(x.data(), want_x.data(), want_x.size()) <= tol);
-    std::memcpy(x.data(), want_x.data(), want_x.size() * sizeof(float));  // teacher-force the input
-
-    int blocks_seen = 0;
-    ForwardHooks hooks;
-    hooks.after_block = [&](int scale, int block, TensorView<const float, 2> h) {
-      const auto want = tr.at(concat("h.s", scale, ".b", block)).to_float();
-      CAPTURE(block);
-      CHECK(max_err(h.data(), want.data(), want.size()) <= tol);
-      ++blocks_seen;
-    };
-    model.forward(pool, s, cond, R, x, [&](const AttentionCall& c) { traj.attend(pool, c); }, logits, ws, &hooks);
-    REQUIRE(blocks_seen == kSaln.depth);
-
-    const auto lse = tr.at(concat("lse_raw.s", s)).to_float();  // (R, n)
-    double worst = 0;
-    for (int r = 0; r < R * n; ++r) {
-      const double d = std::fabs(test::logsumexp(logits.row(r), Saln::V) - lse[std::size_t(r)]);
-      worst = d <= worst ? worst : (std::isnan(d) ? INFINITY : d);
-    }
-    CHECK(worst <= tol);
-    const auto tok = tr.at(concat("logit_tok.s", s)).to_int();
-    const auto lc = tr.at(concat("logits_cond.s", s)).to_float(), lu = tr.at(concat("logits_uncond.s", s)).to_float();
-    for (std::size_t i = 0; i < tok.size(); ++i) {
-      CHECK(max_err(logits.row(tok[i]), lc.data() + i * Saln::V, Saln::V) <= tol);
-      CHECK(max_err(logits.row(B * n + tok[i]), lu.data() + i * Saln::V, Saln::V) <= tol);
-    }
-    ws.release(mark);
-  }
+  const std::vector<int> labels = labels_of(tr);
+  REQUIRE(int(labels.size()) == S.run.cfg.at("batch").get<int>());
+  test::check_teacher_forced<FullPrefix>(model, tr, labels, /*cfg_doubled=*/true, tol);
 }
 
 }  // namespace
