@@ -41,10 +41,13 @@ class ThreadPool {
   /// back, so a thread that has just finished is usually needed again within microseconds, and
   /// waking a sleeping one costs a futex call per thread (tens of microseconds in a VM or under a
   /// sandboxing kernel). A busy-waiting core also takes clock headroom from the working ones, so
-  /// the spin is short where threads share few cores and longer where many run (the measured
-  /// choice is in docs/performance.md, "Measured design choices").
+  /// the spin is short where threads share few cores (or outnumber them) and longer where many run
+  /// (the measured choice is in docs/performance.md, "Measured design choices").
   static std::chrono::microseconds default_spin(int threads) {
-    return std::chrono::microseconds(threads <= 4 ? 20 : 1000);
+    // More threads than hardware threads: a spinning one would hold a core a working one needs.
+    const unsigned hw = std::thread::hardware_concurrency();
+    const bool oversubscribed = hw > 0 && unsigned(threads) > hw;
+    return std::chrono::microseconds(threads <= 4 || oversubscribed ? 20 : 1000);
   }
 
   /// threads ≥ 1: total threads including the caller (threads − 1 workers are started).
