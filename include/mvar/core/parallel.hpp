@@ -140,7 +140,8 @@ class ThreadPool {
   }
 
   // Each atomic that threads hammer has a cache line of its own: idle threads poll generation_
-  // while working ones take chunks from next_ and report to pending_.
+  // while working ones take chunks from next_ and report to pending_ (the alignment also rounds
+  // the pool's size up to whole lines, so nothing after it shares pending_'s).
   int threads_ = 1;
   std::chrono::microseconds spin_;
   std::vector<std::thread> workers_;
@@ -152,7 +153,6 @@ class ThreadPool {
   alignas(64) std::atomic<std::uint32_t> generation_{0};
   alignas(64) std::atomic<std::ptrdiff_t> next_{0};
   alignas(64) std::atomic<int> pending_{0};
-  char tail_pad_[64 - sizeof(std::atomic<int>)] = {};
 };
 
 /// body(begin, end) over [0, n) in chunks of `grain` (the last may be shorter). The chunking is
