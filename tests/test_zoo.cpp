@@ -45,15 +45,6 @@ constexpr double kU8MaxOffFraction = 1e-3;      // img_u8: ±1 on ≤ 0.1 % (tru
 // bf16 weights: 8 significant bits, ≈ 2 % of values ≈ 10–14 (as test_model's bf16 case).
 constexpr double kBf16Tol = 0.25;
 
-/// NaN-aware max |a − b|: any NaN on either side gives +inf, so a NaN output fails every check.
-double max_err(const float* a, const float* b, std::size_t n) {
-  double m = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(double(a[i]) - double(b[i]));
-    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-  }
-  return m;
-}
 
 nlohmann::json fixture_json(const std::string& name) {
   std::ifstream in(test::fixture_path(name));
@@ -299,20 +290,20 @@ TEST_CASE("512-px sampling trace: guided logits, f̂ and next inputs at every sc
     double worst = 0;
     for (std::ptrdiff_t r = 0; r < g.extent(0); ++r) {
       const double d = std::fabs(test::logsumexp(g.row(r), std::size_t(g.extent(1))) - lse[std::size_t(r)]);
-      worst = d <= worst ? worst : (std::isnan(d) ? INFINITY : d);
+      worst = test::nan_max(worst, d);
     }
     CHECK(worst <= kLogitTol);
     // The stored guided rows themselves.
     const auto tok = tr.at(concat("logit_tok.s", s)).to_int();
     const auto mixed = tr.at(concat("logits_mixed.s", s)).to_float();
-    for (std::size_t i = 0; i < tok.size(); ++i) CHECK(max_err(g.row(tok[i]), mixed.data() + i * Saln::V, Saln::V) <= kLogitTol);
+    for (std::size_t i = 0; i < tok.size(); ++i) CHECK(test::max_abs_diff(g.row(tok[i]), mixed.data() + i * Saln::V, Saln::V) <= kLogitTol);
     ++guided_checked;
   };
   o.on_fhat = [&](int s, TensorView<const float, 4> f) {
     CAPTURE(s);
     const auto want = tr.at(concat("fhat.s", s)).to_float();
     REQUIRE(want.size() == std::size_t(f.extent(0) * f.extent(1) * f.extent(2) * f.extent(3)));
-    CHECK(max_err(f.data(), want.data(), want.size()) <= kFhatTol);
+    CHECK(test::max_abs_diff(f.data(), want.data(), want.size()) <= kFhatTol);
     if (s + 1 < kSaln.num_scales()) {  // the area-resized next input
       const int pn = kSaln.patch_nums[s + 1], E = kSaln.cvae;
       std::vector<float> z(std::size_t(pn) * pn * E);
@@ -323,7 +314,7 @@ TEST_CASE("512-px sampling trace: guided logits, f̂ and next inputs at every sc
       for (int c = 0; c < E; ++c)
         for (int t = 0; t < pn * pn; ++t) {
           const double d = std::fabs(double(z[std::size_t(t) * E + c]) - want_next[std::size_t(c) * pn * pn + t]);
-          m = d <= m ? m : (std::isnan(d) ? INFINITY : d);
+          m = test::nan_max(m, d);
         }
       CHECK(m <= kFhatTol);
     }
@@ -349,7 +340,7 @@ TEST_CASE("512-px decoder: a 32×32 f̂ decodes to the official 512×512 img_dec
   REQUIRE(ws.high_water() <= dec.workspace_bytes(P));
   const auto want = tr.at("img_dec").to_float();
   REQUIRE(want.size() == img.size());
-  const double m = max_err(img.data(), want.data(), img.size());
+  const double m = test::max_abs_diff(img.data(), want.data(), img.size());
   CAPTURE(m);
   CHECK(m <= kImgTol);
   std::vector<std::uint8_t> u8(img.size());
@@ -387,7 +378,7 @@ TEST_CASE("512-px shared-AdaLN greedy pyramid equals the official one exactly (f
     REQUIRE(differ == 0);
   }
   const auto fhat = gr.at("fhat.s9").to_float();
-  CHECK(max_err(g.fhat.data(), fhat.data(), fhat.size()) <= kFhatTol);
+  CHECK(test::max_abs_diff(g.fhat.data(), fhat.data(), fhat.size()) <= kFhatTol);
   // And the image: decoded at 512 px, truncated to 8 bits as the official script.
   const VqvaeDecoder dec(S.vae, vae_config(S.run.cfg), VqvaeDecoder::Options{true, Precision::F32, true, g.side});
   const int side = dec.image_side(g.side);
@@ -463,8 +454,8 @@ TEST_CASE("more_smooth: soft_embedding equals the official Gumbel-softmax for gi
       CAPTURE(r);
       q.soft_embedding(std::span<const float>(logits.data() + r * V, std::size_t(V)), ratio,
                        [&](std::ptrdiff_t v) { return double(noise[std::size_t(r * V + v)]); }, y, h);
-      CHECK(max_err(y.data(), y_want.data() + r * V, std::size_t(V)) <= kSoftTol);
-      CHECK(max_err(h.data(), h_want.data() + r * E, std::size_t(E)) <= kSoftTol * cb_max);
+      CHECK(test::max_abs_diff(y.data(), y_want.data() + r * V, std::size_t(V)) <= kSoftTol);
+      CHECK(test::max_abs_diff(h.data(), h_want.data() + r * E, std::size_t(E)) <= kSoftTol * cb_max);
     }
   }
   REQUIRE(cases == 3);
@@ -605,7 +596,7 @@ TEST_CASE("soft_embedding vs a double-precision reference over masked rows and r
         const double yr = std::exp(z[std::size_t(v)] - zmax) / sum;
         total += y[std::size_t(v)];
         const double d = std::fabs(yr - y[std::size_t(v)]);
-        ey = d <= ey ? ey : (std::isnan(d) ? INFINITY : d);
+        ey = test::nan_max(ey, d);
         for (int c = 0; c < E; ++c) hr[std::size_t(c)] += yr * S.quant.codebook()[std::size_t(v) * E + c];
         if (l[std::size_t(v)] == -INFINITY) REQUIRE(y[std::size_t(v)] == 0.0f);  // masked: exactly no weight
       }
@@ -613,7 +604,7 @@ TEST_CASE("soft_embedding vs a double-precision reference over masked rows and r
       for (float c : S.quant.codebook()) cb_max = std::max(cb_max, double(std::fabs(c)));
       for (int c = 0; c < E; ++c) {
         const double d = std::fabs(hr[std::size_t(c)] - h[std::size_t(c)]);
-        eh = d <= eh ? eh : (std::isnan(d) ? INFINITY : d);
+        eh = test::nan_max(eh, d);
       }
       CHECK(ey <= kSoftTol);
       CHECK(eh <= kSoftTol * cb_max);
@@ -733,7 +724,7 @@ TEST_CASE("Shared AdaLN binds any configuration: a random depth-3 model, fp32 an
     const double want = double(gss2[std::size_t(j)]) - gss0[std::size_t(j)];
     const double got = double(c.ada(2, j)) - c.ada(0, j);
     const double d = std::fabs(got - want);
-    worst = d <= worst ? worst : (std::isnan(d) ? INFINITY : d);
+    worst = test::nan_max(worst, d);
   }
   CHECK(worst <= 1e-6);  // two float32 additions of values ≲ 1
 #if defined(MVAR_HAS_BF16_GEMM)
