@@ -11,13 +11,13 @@
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "mvar/mvar.hpp"
+#include "bench_env.hpp"
 #include "random_weights.hpp"
 #include "reference/vae_ref.hpp"
 
@@ -28,17 +28,6 @@ namespace {
 constexpr ModelConfig Cfg = presets::d16;
 using D16 = Transformer<Cfg>;
 
-/// Threads of the pool: MVAR_THREADS (default 2, the project machine's cores).
-int bench_threads() {
-  const char* e = std::getenv("MVAR_THREADS");
-  return e && std::atoi(e) > 0 ? std::atoi(e) : 2;
-}
-// MVAR_POOL_SPIN_US: the pool's spin (ThreadPool::default_spin otherwise), for the A/B of
-// docs/performance.md's "Measured design choices".
-std::chrono::microseconds pool_spin(int threads) {
-  const char* e = std::getenv("MVAR_POOL_SPIN_US");
-  return e ? std::chrono::microseconds(std::max(0, std::atoi(e))) : ThreadPool::default_spin(threads);
-}
 double peak_gflops() {
   const char* e = std::getenv("MVAR_PEAK_GFLOPS");
   return e ? std::atof(e) : 451.0;
@@ -93,7 +82,7 @@ void BM_generate(benchmark::State& st) {
   // The generation's own memory: RSS growth from here (weights already resident) to the peak.
   const bool window = reset_peak_resident();
   const long rss0 = process_status_kib("VmRSS");
-  ThreadPool pool(bench_threads(), pool_spin(bench_threads()));
+  ThreadPool pool(bench::threads(), bench::pool_spin(bench::threads()));
   // MVAR_BENCH_KOUTER=0/1 forces the GEMM's one-row-block loop order (A/B runs; gemm_packed.hpp).
   if (const char* e = std::getenv("MVAR_BENCH_KOUTER")) detail::gemm_k_outer_override() = std::atoi(e);
   Trajectory traj(Cfg);
@@ -142,7 +131,7 @@ void BM_decode(benchmark::State& st) {
   auto& S = setup();
   static const VqvaeDecoder dec_bf16{S.tv, VaeConfig::official(), {true, Precision::BF16}};
   const VqvaeDecoder& dec = st.range(0) == 1 ? dec_bf16 : S.decoder;
-  ThreadPool pool(bench_threads(), pool_spin(bench_threads()));
+  ThreadPool pool(bench::threads(), bench::pool_spin(bench::threads()));
   const int P = 16, side = 256;
   Workspace ws(dec.workspace_bytes(P));
   std::vector<float> fhat(std::size_t(32) * P * P, 0.1f), img(std::size_t(3) * side * side);

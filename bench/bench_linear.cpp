@@ -12,14 +12,13 @@
 // more than the last-level cache, so W comes from DRAM as in the model (d16's weights: 1.24 GB).
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-
 #include <Eigen/Core>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "mvar/kernels/linear.hpp"
+#include "bench_env.hpp"
 #include "reference/linear_ref.hpp"
 
 namespace {
@@ -86,13 +85,7 @@ void eigen_slabs(mvar::ThreadPool& pool, mvar::TensorView<const float, 2> x, mva
   });
 }
 
-// The multi-threaded rows' thread count: MVAR_THREADS, else 2 (the project machine's cores).
-int bench_threads() {
-  const char* e = std::getenv("MVAR_THREADS");
-  return e && std::atoi(e) > 0 ? std::atoi(e) : 2;
-}
-
-void run(benchmark::State& st, Variant v, int threads = bench_threads()) {
+void run(benchmark::State& st, Variant v, int threads = mvar::bench::threads()) {
   const Layer& L = kLayers[st.range(0)];
   const Index M = 2 * Index(st.range(1));
   Problem p(M, L.K, L.N, v);

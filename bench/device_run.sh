@@ -130,9 +130,7 @@ if [[ $STAGES == *,spin,* ]]; then
   for rep in 1 2; do
     for T in 16 8; do
       log "spin: $T threads, rep $rep"
-      main_build=$BUILD
-      BUILD=$BUILD-ab bench "spin_t${T}_before_r$rep" "$T" '^mvar_d16(_bf16|_int8)?/1/'
-      BUILD=$main_build
+      BUILD=$BUILD-ab bench "spin_t${T}_before_r$rep" "$T" '^mvar_d16(_bf16|_int8)?/1/'  # for this call only
       for us in 20 1000; do
         bench "spin_t${T}_us${us}_r$rep" "$T" '^mvar_d16(_bf16|_int8)?/1/' MVAR_POOL_SPIN_US=$us
       done
