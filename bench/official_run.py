@@ -32,10 +32,14 @@ script with bench/compare_torch.py's tuned environment (OpenBLAS, jemalloc). Pri
 """
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import time
+import types
 
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # compare_torch, torch_reference
 PN = {"256": (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), "512": (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)}
 
 
@@ -52,81 +56,57 @@ def restart_peak():
         f.write("5")
 
 
-def install_natten_standin():
-    """Registers `natten` with an na2d of NATTEN's semantics unless the real package imports."""
+def install_standin(name, **attrs):
+    """Registers module `name` holding `attrs` unless the real package imports."""
     try:
-        import natten  # noqa: F401
-        return
+        __import__(name)
     except ImportError:
-        pass
-    import types
-    import torch
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        mod = types.ModuleType(name)
+        for k, v in attrs.items():
+            setattr(mod, k, v)
+        sys.modules[name] = mod
+
+
+_na_masks = {}
+
+
+def na2d_standin(q, k, v, kernel_size, dilation=1, scale=None):  # q, k, v: B H W heads d
+    """natten.na2d with NATTEN's window rule: full attention under an additive window mask."""
     from torch_reference import na_additive_mask
-    masks = {}
-
-    def na2d(q, k, v, kernel_size, dilation=1, scale=None):  # q, k, v: B H W heads d
-        assert dilation == 1
-        B, H, W, nh, d = q.shape
-        assert H == W, "square maps only"
-        if (H, kernel_size) not in masks:
-            masks[(H, kernel_size)] = na_additive_mask(H, kernel_size)
-        m = masks[(H, kernel_size)].to(q.dtype)
-        qh, kh, vh = (t.reshape(B, H * W, nh, d).transpose(1, 2) for t in (q, k, v))
-        att = (qh * (scale if scale is not None else d ** -0.5)) @ kh.transpose(-2, -1) + m
-        out = att.softmax(-1) @ vh
-        return out.transpose(1, 2).reshape(B, H, W, nh, d)
-    mod = types.ModuleType("natten")
-    mod.na2d = na2d
-    sys.modules["natten"] = mod
+    assert dilation == 1
+    B, H, W, nh, d = q.shape
+    assert H == W, "square maps only"
+    if (H, kernel_size) not in _na_masks:
+        _na_masks[(H, kernel_size)] = na_additive_mask(H, kernel_size)
+    m = _na_masks[(H, kernel_size)].to(q.dtype)
+    qh, kh, vh = (t.reshape(B, H * W, nh, d).transpose(1, 2) for t in (q, k, v))
+    att = (qh * (scale if scale is not None else d ** -0.5)) @ kh.transpose(-2, -1) + m
+    out = att.softmax(-1) @ vh
+    return out.transpose(1, 2).reshape(B, H, W, nh, d)
 
 
-def install_einops_standin():
-    """Registers `einops` with rearrange (no ellipsis) where the package is not installed (Debian 12
-    has none); MVAR's attention uses only rearrange."""
-    try:
-        import einops  # noqa: F401
-        return
-    except ImportError:
-        pass
-    import re
-    import types
-
+def rearrange_standin(t, pattern, **sizes):
+    """einops.rearrange for patterns without an ellipsis (all MVAR's attention uses)."""
     def groups(side):
-        return [g.split() if g.startswith("(") is False else g[1:-1].split()
-                for g in re.findall(r"\([^)]*\)|\S+", side)]
+        return [g[1:-1].split() if g.startswith("(") else [g] for g in re.findall(r"\([^)]*\)|\S+", side)]
+    lhs, rhs = (groups(x) for x in pattern.split("->"))
+    assert len(lhs) == t.dim(), pattern
+    size = dict(sizes)
+    for g, n in zip(lhs, t.shape):
+        free = [ax for ax in g if ax not in size]
+        assert len(free) <= 1, pattern
+        if free:
+            size[free[0]] = n // math.prod(size[ax] for ax in g if ax in size)
+    flat = [ax for g in lhs for ax in g]
+    out = t.reshape([size[ax] for ax in flat]).permute([flat.index(ax) for g in rhs for ax in g])
+    return out.reshape([math.prod(size[ax] for ax in g) for g in rhs])
 
-    def rearrange(t, pattern, **sizes):
-        lhs, rhs = (groups(x) for x in pattern.split("->"))
-        assert len(lhs) == t.dim(), pattern
-        size = dict(sizes)
-        for g, n in zip(lhs, t.shape):
-            known = 1
-            for ax in g:
-                known *= size.get(ax, 1)
-            free = [ax for ax in g if ax not in size]
-            assert len(free) <= 1, pattern
-            if free:
-                size[free[0]] = n // known
-        flat = [ax for g in lhs for ax in g]
-        out = t.reshape([size[ax] for ax in flat]).permute([flat.index(ax) for g in rhs for ax in g])
-        shape = []
-        for g in rhs:
-            n = 1
-            for ax in g:
-                n *= size[ax]
-            shape.append(n)
-        return out.reshape(shape)
 
-    def repeat(*args, **kw):
-        raise NotImplementedError("einops stand-in: repeat")
-    mod = types.ModuleType("einops")
-    mod.rearrange, mod.repeat = rearrange, repeat
-    sys.modules["einops"] = mod
+def unused_standin(*args, **kw):
+    raise NotImplementedError("a stand-in of bench/official_run.py was called")
 
 
 def tuned_env(threads):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from compare_torch import config_env, find_openblas  # the one definition of "tuned"
     env, _ = config_env("tuned", find_openblas(None))
     env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(threads)
@@ -164,19 +144,14 @@ def main():
     t0 = time.perf_counter()
     common = dict(device="cpu", patch_nums=PN[a.pn], depth=a.depth, shared_aln=a.shared_aln,
                   flash_if_available=False, fused_if_available=False)
-    try:
-        import huggingface_hub  # noqa: F401  (models/var.py and mvar.py import a mixin; unused here)
-    except ImportError:
-        import types
-        hub = types.ModuleType("huggingface_hub")
-        hub.PyTorchModelHubMixin = type("PyTorchModelHubMixin", (), {})
-        sys.modules["huggingface_hub"] = hub
+    # models/var.py and mvar.py import a hub mixin they do not need for inference
+    install_standin("huggingface_hub", PyTorchModelHubMixin=type("PyTorchModelHubMixin", (), {}))
     if a.code == "var":
         from models import build_vae_var  # the official code
         vae, var = build_vae_var(**common)
     else:
-        install_natten_standin()
-        install_einops_standin()
+        install_standin("natten", na2d=na2d_standin)
+        install_standin("einops", rearrange=rearrange_standin, repeat=unused_standin)
         from models import build_vae_mvar  # the official code
         vae, var = build_vae_mvar(kernel_size=7, refine_step=8, **common)
     for m in (var, vae):  # drop the random parameters before the checkpoint arrives
